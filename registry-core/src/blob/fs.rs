@@ -1,0 +1,471 @@
+//! The filesystem blob store.
+//!
+//! Layout under the data directory:
+//! - `blobs/<algorithm>/<first two hex>/<hex>`: committed blobs;
+//! - `uploads/<id>`: in-progress uploads;
+//! - `trash/`: blobs a garbage collection moved out, deleted afterwards.
+//!
+//! Writes go: append to the upload file (hashing as bytes arrive), fsync,
+//! rename into the content address, fsync the directory. Only then does the
+//! caller commit the index row, so the index never names a blob whose bytes
+//! are not durable.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{Appended, BlobStore, ByteStream, valid_upload_id};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Error, Result};
+
+/// Size of the pieces a blob is read and sent in.
+const READ_CHUNK: usize = 256 * 1024;
+/// Write buffer for uploads: fewer, larger write calls.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a blob store under `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
+        let root = root.into();
+        for dir in ["blobs", "uploads", "trash"] {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        Ok(FsBlobStore { root })
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.encoded();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    fn upload_path(&self, id: &str) -> PathBuf {
+        debug_assert!(valid_upload_id(id));
+        self.root.join("uploads").join(id)
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io(io::Error::other(e)))?
+}
+
+/// Hashes a file from the start with `algorithm` (used when the client names
+/// a digest algorithm other than the one hashed while receiving).
+fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<Digest> {
+    let mut f = File::open(path)?;
+    let mut h = Hasher::new(algorithm);
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        let path = self.blob_path(digest);
+        Ok(not_found_as_none(tokio::fs::metadata(path).await)?.map(|m| m.len()))
+    }
+
+    async fn read(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream> {
+        let path = self.blob_path(digest);
+        let mut file = match not_found_as_none(File::open(&path))? {
+            Some(f) => f,
+            None => return Err(Error::BlobUnknown(digest.clone())),
+        };
+        // Reads run on a blocking thread that feeds a small channel: the
+        // response streams at the client's pace, with at most a few chunks
+        // in memory.
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.seek(SeekFrom::Start(range.start)) {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            let mut left = range.end.saturating_sub(range.start);
+            while left > 0 {
+                let want = left.min(READ_CHUNK as u64) as usize;
+                let mut buf = vec![0u8; want];
+                match file.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = tx.blocking_send(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "blob file is shorter than recorded",
+                        )));
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(tokio_stream_from(rx))
+    }
+
+    async fn create_upload(&self, id: &str) -> Result<()> {
+        let path = self.upload_path(id);
+        blocking(move || {
+            File::create(&path)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append(
+        &self,
+        id: &str,
+        offset: u64,
+        hasher: Hasher,
+        mut body: ByteStream,
+        limit: u64,
+    ) -> Result<Appended> {
+        let path = self.upload_path(id);
+        // The body is read here and handed to a blocking thread that hashes
+        // and writes, so receiving the next chunk overlaps hashing this one.
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let writer = tokio::task::spawn_blocking(move || -> Result<Appended> {
+            let file = match not_found_as_none(OpenOptions::new().write(true).open(&path))? {
+                Some(f) => f,
+                None => return Err(Error::UploadUnknown),
+            };
+            // Drop whatever a failed earlier chunk left past the recorded offset.
+            file.set_len(offset)?;
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+            out.seek(SeekFrom::Start(offset))?;
+            let mut hasher = hasher;
+            let mut offset = offset;
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+                out.write_all(&chunk)?;
+                offset += chunk.len() as u64;
+            }
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_data()?;
+            Ok(Appended { offset, hasher })
+        });
+        let mut received: u64 = 0;
+        let mut failure = None;
+        while let Some(next) = body.next().await {
+            match next {
+                Ok(chunk) => {
+                    received += chunk.len() as u64;
+                    if received > limit {
+                        failure = Some(Error::SizeInvalid(format!(
+                            "upload exceeds the limit of {limit} bytes"
+                        )));
+                        break;
+                    }
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Err(e) => {
+                    failure = Some(Error::UploadInvalid(format!(
+                        "request body ended early: {e}"
+                    )));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer.await.map_err(|e| Error::Io(io::Error::other(e)))?;
+        match failure {
+            Some(e) => Err(e),
+            None => written,
+        }
+    }
+
+    async fn commit_upload(
+        &self,
+        id: &str,
+        size: u64,
+        hasher: Hasher,
+        expected: &Digest,
+    ) -> Result<()> {
+        let from = self.upload_path(id);
+        let to = self.blob_path(expected);
+        let expected = expected.clone();
+        blocking(move || {
+            let actual = if hasher.algorithm() == expected.algorithm() {
+                hasher.finish()
+            } else {
+                hash_file(&from, expected.algorithm())?
+            };
+            if actual != expected {
+                let _ = fs::remove_file(&from);
+                return Err(Error::DigestMismatch { expected, actual });
+            }
+            let on_disk = fs::metadata(&from)?.len();
+            if on_disk != size {
+                let _ = fs::remove_file(&from);
+                return Err(Error::UploadInvalid(format!(
+                    "upload holds {on_disk} bytes, {size} were recorded"
+                )));
+            }
+            let dir = to.parent().expect("blob path has a parent");
+            fs::create_dir_all(dir)?;
+            fs::rename(&from, &to)?;
+            fsync_dir(dir)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<()> {
+        let path = self.upload_path(id);
+        blocking(move || {
+            not_found_as_none(fs::remove_file(path))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn trash(&self, digest: &Digest) -> Result<()> {
+        let from = self.blob_path(digest);
+        let to = self.root.join("trash").join(format!(
+            "{}-{}",
+            digest.algorithm().as_str(),
+            digest.encoded()
+        ));
+        blocking(move || {
+            not_found_as_none(fs::rename(&from, &to))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn empty_trash(&self) -> Result<u64> {
+        let dir = self.root.join("trash");
+        blocking(move || {
+            let mut n = 0;
+            for entry in fs::read_dir(&dir)? {
+                let entry = entry?;
+                if not_found_as_none(fs::remove_file(entry.path()))?.is_some() {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<(Digest, u64)>> {
+        let root = self.root.join("blobs");
+        blocking(move || {
+            let mut out = Vec::new();
+            for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+                let adir = root.join(algorithm.as_str());
+                let Some(prefixes) = not_found_as_none(fs::read_dir(&adir))? else {
+                    continue;
+                };
+                for prefix in prefixes {
+                    for entry in fs::read_dir(prefix?.path())? {
+                        let entry = entry?;
+                        let name = entry.file_name();
+                        let text = format!("{}:{}", algorithm.as_str(), name.to_string_lossy());
+                        if let Ok(d) = text.parse::<Digest>() {
+                            out.push((d, entry.metadata()?.len()));
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("uploads");
+        blocking(move || {
+            let mut out = Vec::new();
+            for entry in fs::read_dir(dir)? {
+                out.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
+    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&'static [u8]]) -> ByteStream {
+        let items: Vec<io::Result<Bytes>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Box::pin(futures::stream::iter(items))
+    }
+
+    async fn collect(s: ByteStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut s = s;
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn upload_commit_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        store.create_upload("ab").await.unwrap();
+        let a = store
+            .append(
+                "ab",
+                0,
+                Hasher::new(Algorithm::Sha256),
+                body(&[b"hello ", b"wor"]),
+                u64::MAX,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.offset, 9);
+        // a failed chunk leaves garbage past the offset; the next append drops it
+        fs::OpenOptions::new()
+            .append(true)
+            .open(store.upload_path("ab"))
+            .unwrap()
+            .write_all(b"GARBAGE")
+            .unwrap();
+        let a = store
+            .append("ab", a.offset, a.hasher, body(&[b"ld"]), u64::MAX)
+            .await
+            .unwrap();
+        let digest = Digest::sha256_of(b"hello world");
+        store
+            .commit_upload("ab", a.offset, a.hasher, &digest)
+            .await
+            .unwrap();
+        assert_eq!(store.stat(&digest).await.unwrap(), Some(11));
+        assert_eq!(
+            collect(store.read(&digest, 0..11).await.unwrap()).await,
+            b"hello world"
+        );
+        assert_eq!(
+            collect(store.read(&digest, 6..9).await.unwrap()).await,
+            b"wor"
+        );
+        assert_eq!(store.list().await.unwrap(), vec![(digest.clone(), 11)]);
+        assert!(store.list_uploads().await.unwrap().is_empty());
+        store.trash(&digest).await.unwrap();
+        assert_eq!(store.stat(&digest).await.unwrap(), None);
+        assert_eq!(store.empty_trash().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn mismatch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        store.create_upload("cd").await.unwrap();
+        let a = store
+            .append(
+                "cd",
+                0,
+                Hasher::new(Algorithm::Sha256),
+                body(&[b"data"]),
+                u64::MAX,
+            )
+            .await
+            .unwrap();
+        let wrong = Digest::sha256_of(b"other");
+        let err = store
+            .commit_upload("cd", a.offset, a.hasher, &wrong)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }));
+        assert!(store.list_uploads().await.unwrap().is_empty());
+        assert!(store.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sha512_rehashes_and_limits_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        store.create_upload("ef").await.unwrap();
+        let a = store
+            .append(
+                "ef",
+                0,
+                Hasher::new(Algorithm::Sha256),
+                body(&[b"abc"]),
+                u64::MAX,
+            )
+            .await
+            .unwrap();
+        let d = Digest::of(Algorithm::Sha512, b"abc");
+        store
+            .commit_upload("ef", a.offset, a.hasher, &d)
+            .await
+            .unwrap();
+        assert_eq!(store.stat(&d).await.unwrap(), Some(3));
+        store.create_upload("01").await.unwrap();
+        let err = store
+            .append(
+                "01",
+                0,
+                Hasher::new(Algorithm::Sha256),
+                body(&[b"abcdef"]),
+                4,
+            )
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::SizeInvalid(_)));
+        assert!(matches!(
+            store
+                .append("ffff", 0, Hasher::new(Algorithm::Sha256), body(&[]), 4)
+                .await
+                .err()
+                .unwrap(),
+            Error::UploadUnknown
+        ));
+    }
+}

@@ -1,0 +1,197 @@
+//! The metadata index: the source of truth for what the registry holds.
+//!
+//! Repositories, tags, manifests and what each references, which blobs each
+//! repository may see, upload sessions, referrers, and a reference count per
+//! blob and per manifest. Every operation that stores or deletes a manifest
+//! changes the counts it implies in the same transaction.
+//!
+//! The [`Index`] trait is the seam for other back ends (a PostgreSQL index is
+//! planned): the HTTP layer and the garbage collector only use `dyn Index`.
+//! [`RedbIndex`] is the embedded implementation.
+
+mod redb;
+mod tables;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::manifest::{Kind, ParsedManifest};
+use crate::names::{RepoName, Tag};
+
+pub use self::redb::RedbIndex;
+
+/// A stored manifest's metadata (and, when asked for, its bytes).
+#[derive(Debug, Clone)]
+pub struct ManifestInfo {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub kind: Kind,
+    pub body: Option<Bytes>,
+}
+
+/// One entry of a referrers listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Referrer {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A resumable upload session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    pub repo: String,
+    /// Bytes received and made durable so far.
+    pub offset: u64,
+    /// Saved hasher state for the bytes so far (see `Hasher::save`).
+    pub hasher: Vec<u8>,
+    pub started_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// A page of names (tags or repositories) and whether more follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    pub more: bool,
+}
+
+/// Reference counts of one blob, as the index keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub size: u64,
+    /// Manifests (counted once per repository they are stored in) that
+    /// reference this blob.
+    pub refs: u64,
+}
+
+/// Totals the index keeps current in every transaction (no scans).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub repositories: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub unreferenced_blobs: u64,
+    pub unreferenced_bytes: u64,
+    pub uploads: u64,
+}
+
+#[async_trait]
+pub trait Index: Send + Sync + 'static {
+    // ---- reads: never blocked by writers ----
+
+    /// Repository names in lexical order, starting after `after`.
+    async fn repositories(&self, after: Option<&str>, limit: usize) -> Result<Page>;
+
+    /// Whether the repository holds anything (tags, manifests, blobs, uploads).
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
+
+    /// Tags of a repository in lexical order, starting after `after`;
+    /// `NameUnknown` if the repository does not exist.
+    async fn tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Page>;
+
+    /// The manifest a tag points at.
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>>;
+
+    /// A manifest stored in `repo`, with its bytes if `with_body`.
+    async fn manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        with_body: bool,
+    ) -> Result<Option<ManifestInfo>>;
+
+    /// The size of a blob if it is visible in `repo` (uploaded or mounted
+    /// there).
+    async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+
+    /// A blob's size and reference count, whichever repositories link it.
+    async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>>;
+
+    /// Manifests in `repo` whose `subject` is `subject`, optionally only
+    /// those of one artifact type.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>>;
+
+    /// An upload session.
+    async fn upload(&self, id: &str) -> Result<Option<Upload>>;
+
+    /// The running totals.
+    async fn totals(&self) -> Result<Totals>;
+
+    // ---- writes: each one transaction ----
+
+    /// Records a new, empty upload session for `repo`.
+    async fn create_upload(&self, id: &str, repo: &RepoName, hasher: Vec<u8>) -> Result<()>;
+
+    /// Records that upload `id` now durably holds `offset` bytes.
+    async fn update_upload(&self, id: &str, offset: u64, hasher: Vec<u8>) -> Result<()>;
+
+    /// Forgets an upload session (cancelled or failed).
+    async fn delete_upload(&self, id: &str) -> Result<()>;
+
+    /// Records a blob whose bytes are now stored, links it into `repo`, and
+    /// closes upload `upload` if given, all in one transaction.
+    async fn commit_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        upload: Option<&str>,
+    ) -> Result<()>;
+
+    /// Links a stored blob into `repo`: from repository `from` if given
+    /// (which must see it), else from wherever it is stored. `None` if it
+    /// cannot be mounted.
+    async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>>;
+
+    /// Removes a blob from `repo`'s view. Refused (`Conflict`) while a
+    /// manifest in `repo` references it.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
+
+    /// Stores a manifest in `repo` (and points `tag` at it), after checking
+    /// that every blob it references is visible in `repo` (blobs stored
+    /// elsewhere in the registry are linked in) and every child manifest is
+    /// stored in `repo`. Reference counts change in the same transaction.
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &ParsedManifest,
+        body: Bytes,
+        tag: Option<&Tag>,
+    ) -> Result<()>;
+
+    /// Removes a tag; the manifest stays.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()>;
+
+    /// Removes a manifest from `repo`, with every tag pointing at it, and
+    /// drops the reference counts it held. Refused (`Conflict`) while an
+    /// index in `repo` lists it.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
+
+    /// Notes that a client just confirmed a blob exists (HEAD or GET), which
+    /// protects it from collection for the grace period.
+    fn touch_blob(&self, digest: &Digest);
+}

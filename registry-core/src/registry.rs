@@ -1,0 +1,428 @@
+//! [`Registry`]: the operations of the OCI distribution API, on top of a blob
+//! store and an index. The HTTP layer parses a request, calls one method
+//! here, and renders the result; the garbage collector works on the same
+//! store and index.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::blob::{BlobStore, ByteStream};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::index::{Index, ManifestInfo, Page, Referrer};
+use crate::manifest::{self, DEFAULT_MAX_MANIFEST_BYTES};
+use crate::names::{Reference, RepoName};
+
+/// Largest page of tags or repositories returned at once; larger listings
+/// continue through the `Link` header.
+pub const MAX_PAGE: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_manifest_bytes: u64,
+    pub max_blob_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            max_blob_bytes: u64::MAX,
+        }
+    }
+}
+
+/// The outcome of storing a manifest.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+pub struct Registry {
+    index: Arc<dyn Index>,
+    blobs: Arc<dyn BlobStore>,
+    limits: Limits,
+    /// One lock per active upload session, so two requests on the same
+    /// session cannot interleave their appends.
+    upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds an upload's lock; forgets the lock entry when the last holder goes.
+struct UploadGuard<'a> {
+    registry: &'a Registry,
+    id: String,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl Drop for UploadGuard<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.registry.upload_locks.lock().expect("upload locks");
+        // One reference in the map, one inside our guard: nobody else waits.
+        if locks
+            .get(&self.id)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
+            locks.remove(&self.id);
+        }
+    }
+}
+
+fn new_upload_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Registry {
+    pub fn new(index: Arc<dyn Index>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Registry {
+        Registry {
+            index,
+            blobs,
+            limits,
+            upload_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn index(&self) -> &Arc<dyn Index> {
+        &self.index
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    async fn lock_upload(&self, id: &str) -> UploadGuard<'_> {
+        let lock = self
+            .upload_locks
+            .lock()
+            .expect("upload locks")
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        UploadGuard {
+            registry: self,
+            id: id.to_owned(),
+            _guard: lock.lock_owned().await,
+        }
+    }
+
+    // ---- blobs ----
+
+    /// The size of a blob visible in `repo`. Confirms the blob to the
+    /// garbage collector (it is protected for the grace period).
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        match self.index.blob_in_repo(repo, digest).await? {
+            Some(size) => {
+                self.index.touch_blob(digest);
+                Ok(size)
+            }
+            None => Err(Error::BlobUnknown(digest.clone())),
+        }
+    }
+
+    /// Streams `range` of a blob previously sized with [`Registry::stat_blob`].
+    pub async fn read_blob(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream> {
+        self.blobs.read(digest, range).await
+    }
+
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.index.unlink_blob(repo, digest).await
+    }
+
+    /// Links a blob stored elsewhere into `repo`. `None` if it cannot be
+    /// mounted (unknown, or not visible in `from`).
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>> {
+        self.index.mount_blob(repo, digest, from).await
+    }
+
+    /// Receives a whole blob in one request and stores it under `digest`.
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let id = new_upload_id();
+        self.blobs.create_upload(&id).await?;
+        let result = async {
+            let hasher = Hasher::new(digest.algorithm());
+            let got = self
+                .blobs
+                .append(&id, 0, hasher, body, self.limits.max_blob_bytes)
+                .await?;
+            self.blobs
+                .commit_upload(&id, got.offset, got.hasher, digest)
+                .await?;
+            self.index
+                .commit_blob(repo, digest, got.offset, None)
+                .await?;
+            Ok(got.offset)
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.blobs.delete_upload(&id).await;
+        }
+        result
+    }
+
+    // ---- upload sessions ----
+
+    /// Opens an upload session; returns its id.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<String> {
+        let id = new_upload_id();
+        self.blobs.create_upload(&id).await?;
+        let state = Hasher::new(Algorithm::Sha256).save();
+        if let Err(e) = self.index.create_upload(&id, repo, state).await {
+            let _ = self.blobs.delete_upload(&id).await;
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<crate::index::Upload> {
+        if !crate::blob::valid_upload_id(id) {
+            return Err(Error::UploadUnknown);
+        }
+        match self.index.upload(id).await? {
+            Some(u) if u.repo == repo.as_str() => Ok(u),
+            _ => Err(Error::UploadUnknown),
+        }
+    }
+
+    /// How many bytes upload `id` durably holds.
+    pub async fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<u64> {
+        Ok(self.session(repo, id).await?.offset)
+    }
+
+    /// Appends a chunk. `range` is the chunk's `Content-Range` (inclusive
+    /// first and last byte) if the client sent one: it must start where the
+    /// upload ends, and the body must be exactly that long.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<(u64, u64)>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let _lock = self.lock_upload(id).await;
+        let session = self.session(repo, id).await?;
+        self.append_locked(id, &session, range, body).await
+    }
+
+    async fn append_locked(
+        &self,
+        id: &str,
+        session: &crate::index::Upload,
+        range: Option<(u64, u64)>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let limit_total = self.limits.max_blob_bytes.saturating_sub(session.offset);
+        let limit = match range {
+            Some((start, _)) if start != session.offset => {
+                return Err(Error::RangeNotSatisfiable {
+                    offset: session.offset,
+                });
+            }
+            Some((start, end)) if end < start => {
+                return Err(Error::RangeNotSatisfiable {
+                    offset: session.offset,
+                });
+            }
+            Some((start, end)) => (end - start + 1).min(limit_total),
+            None => limit_total,
+        };
+        let hasher = Hasher::restore(&session.hasher)
+            .ok_or_else(|| Error::Storage(format!("upload {id} has an unreadable hash state")))?;
+        let got = self
+            .blobs
+            .append(id, session.offset, hasher, body, limit)
+            .await?;
+        if let Some((start, end)) = range {
+            let expected = end - start + 1;
+            let received = got.offset - session.offset;
+            if received != expected {
+                return Err(Error::SizeInvalid(format!(
+                    "Content-Range announces {expected} bytes, the body had {received}"
+                )));
+            }
+        }
+        self.index
+            .update_upload(id, got.offset, got.hasher.save())
+            .await?;
+        Ok(got.offset)
+    }
+
+    /// Closes upload `id`: appends the optional last chunk, checks the whole
+    /// content against `digest`, and stores the blob. A digest mismatch ends
+    /// the session and leaves nothing behind.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        body: Option<ByteStream>,
+    ) -> Result<u64> {
+        let _lock = self.lock_upload(id).await;
+        let mut session = self.session(repo, id).await?;
+        if let Some(body) = body {
+            session.offset = self.append_locked(id, &session, range, body).await?;
+            session.hasher = self
+                .index
+                .upload(id)
+                .await?
+                .ok_or(Error::UploadUnknown)?
+                .hasher;
+        }
+        let hasher = Hasher::restore(&session.hasher)
+            .ok_or_else(|| Error::Storage(format!("upload {id} has an unreadable hash state")))?;
+        if let Err(e) = self
+            .blobs
+            .commit_upload(id, session.offset, hasher, digest)
+            .await
+        {
+            if matches!(e, Error::DigestMismatch { .. } | Error::UploadInvalid(_)) {
+                let _ = self.index.delete_upload(id).await;
+            }
+            return Err(e);
+        }
+        self.index
+            .commit_blob(repo, digest, session.offset, Some(id))
+            .await?;
+        Ok(session.offset)
+    }
+
+    /// Cancels an upload session and drops its data.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        let _lock = self.lock_upload(id).await;
+        self.session(repo, id).await?;
+        self.index.delete_upload(id).await?;
+        self.blobs.delete_upload(id).await
+    }
+
+    // ---- manifests ----
+
+    /// Validates and stores a manifest pushed to `reference`.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<StoredManifest> {
+        let size = body.len() as u64;
+        if size > self.limits.max_manifest_bytes {
+            return Err(Error::ManifestTooLarge {
+                size,
+                limit: self.limits.max_manifest_bytes,
+            });
+        }
+        let algorithm = match reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let parsed = manifest::parse(&body, content_type, algorithm)?;
+        if let Reference::Digest(d) = reference
+            && *d != parsed.digest
+        {
+            return Err(Error::DigestInvalid(format!(
+                "manifest pushed as {d} has digest {}",
+                parsed.digest
+            )));
+        }
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        self.index.put_manifest(repo, &parsed, body, tag).await?;
+        Ok(StoredManifest {
+            digest: parsed.digest,
+            subject: parsed.subject,
+        })
+    }
+
+    /// The digest a reference names in `repo`.
+    pub async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
+        match reference {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => self
+                .index
+                .resolve_tag(repo, t)
+                .await?
+                .ok_or(Error::ManifestUnknown),
+        }
+    }
+
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_body: bool,
+    ) -> Result<ManifestInfo> {
+        let digest = self.resolve(repo, reference).await?;
+        self.index
+            .manifest(repo, &digest, with_body)
+            .await?
+            .ok_or(Error::ManifestUnknown)
+    }
+
+    /// Deletes a tag, or a manifest (with its tags) by digest.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        match reference {
+            Reference::Tag(t) => self.index.delete_tag(repo, t).await,
+            Reference::Digest(d) => self.index.delete_manifest(repo, d).await,
+        }
+    }
+
+    // ---- listings ----
+
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page> {
+        let limit = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
+        if limit == 0 {
+            // Still report an unknown repository as such.
+            self.index.tags(repo, last, 0).await?;
+            return Ok(Page {
+                items: Vec::new(),
+                more: false,
+            });
+        }
+        self.index.tags(repo, last, limit).await
+    }
+
+    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        let limit = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
+        if limit == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                more: false,
+            });
+        }
+        self.index.repositories(last, limit).await
+    }
+
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        self.index.referrers(repo, subject, artifact_type).await
+    }
+}
