@@ -1,0 +1,449 @@
+//! The OCI distribution API: one function per endpoint and method, each
+//! calling one [`Registry`] operation and rendering its result.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+use registry_core::index::Page;
+use registry_core::manifest::OCI_INDEX;
+use registry_core::{Digest, Error, ErrorCode, Reference, Registry, RepoName};
+
+use crate::body::{self, Body};
+use crate::error::ApiError;
+use crate::route::{Endpoint, Query};
+
+pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+const DIGEST_HEADER: &str = "docker-content-digest";
+const UPLOAD_UUID_HEADER: &str = "docker-upload-uuid";
+const SESSION_ID_HEADER: &str = "blob-upload-session-id";
+
+type ApiResult = Result<Response<Body>, ApiError>;
+
+/// Settings of the API that are not the registry's.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// Mount a blob when `?mount=` comes without `from` and the blob is
+    /// stored anywhere in the registry.
+    pub automatic_mount: bool,
+}
+
+pub struct Api {
+    pub registry: Arc<Registry>,
+    pub options: ApiOptions,
+}
+
+/// Builds a response from a status and headers.
+struct Reply {
+    res: Response<Body>,
+}
+
+impl Reply {
+    fn new(status: StatusCode) -> Reply {
+        let mut res = Response::new(body::empty());
+        *res.status_mut() = status;
+        Reply { res }
+    }
+
+    fn header(mut self, name: impl header::IntoHeaderName, value: impl AsRef<str>) -> Reply {
+        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+            self.res.headers_mut().insert(name, v);
+        }
+        self
+    }
+
+    fn length(self, n: u64) -> Reply {
+        self.header(header::CONTENT_LENGTH, n.to_string())
+    }
+
+    fn body(mut self, body: Body) -> Response<Body> {
+        *self.res.body_mut() = body;
+        self.res
+    }
+
+    fn json(self, value: &impl serde::Serialize, content_type: &str) -> Response<Body> {
+        let bytes = serde_json::to_vec(value).expect("json");
+        self.header(header::CONTENT_TYPE, content_type)
+            .length(bytes.len() as u64)
+            .body(body::full(bytes))
+    }
+
+    fn done(self) -> Response<Body> {
+        self.length(0).res
+    }
+}
+
+fn upload_location(repo: &RepoName, id: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+/// The `Range` value of an upload holding `offset` bytes: inclusive last
+/// byte, and `0-0` for an empty upload (as the reference registry says it).
+fn upload_range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
+fn upload_reply(status: StatusCode, repo: &RepoName, id: &str, offset: u64) -> Response<Body> {
+    Reply::new(status)
+        .header(header::LOCATION, upload_location(repo, id))
+        .header(header::RANGE, upload_range(offset))
+        .header(UPLOAD_UUID_HEADER, id)
+        .header(SESSION_ID_HEADER, id)
+        .done()
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response<Body> {
+    Reply::new(StatusCode::CREATED)
+        .header(header::LOCATION, format!("/v2/{repo}/blobs/{digest}"))
+        .header(DIGEST_HEADER, digest.as_str())
+        .done()
+}
+
+/// `Content-Range: <start>-<end>` of an upload chunk. A malformed value is a
+/// 416 per the spec.
+fn content_range(
+    headers: &HeaderMap,
+    offset_for_error: impl Fn() -> u64,
+) -> Result<Option<(u64, u64)>, Error> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("");
+    // Tolerate the RFC 9110 form some clients send ("bytes 0-9/*").
+    let text = text.strip_prefix("bytes ").unwrap_or(text);
+    let text = text.split('/').next().unwrap_or("");
+    let parsed = text
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+    match parsed {
+        Some((a, b)) if a <= b => Ok(Some((a, b))),
+        _ => Err(Error::RangeNotSatisfiable {
+            offset: offset_for_error(),
+        }),
+    }
+}
+
+/// Whether a request carries a body worth reading.
+fn has_body(req: &Request<Incoming>) -> bool {
+    !req.body().is_end_stream()
+        && req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() != b"0")
+}
+
+fn parse_n(q: &Query) -> Result<Option<usize>, ApiError> {
+    match q.get("n") {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Unsupported,
+                format!("n must be a non-negative integer, not {v:?}"),
+            )
+        }),
+    }
+}
+
+/// `Link: <path?n=N&last=L>; rel="next"` for a page that has a successor.
+fn next_link(path: &str, page: &Page, n: Option<usize>) -> Option<String> {
+    if !page.more {
+        return None;
+    }
+    let last = page.items.last()?;
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Some(n) = n {
+        q.append_pair("n", &n.to_string());
+    }
+    q.append_pair("last", last);
+    Some(format!("<{path}?{}>; rel=\"next\"", q.finish()))
+}
+
+impl Api {
+    /// Answers one routed request.
+    pub async fn handle(&self, endpoint: Endpoint, req: Request<Incoming>) -> ApiResult {
+        let head = req.method() == Method::HEAD;
+        let query = Query::parse(req.uri().query());
+        match (req.method().clone(), endpoint) {
+            (Method::GET | Method::HEAD, Endpoint::Base) => {
+                Ok(Reply::new(StatusCode::OK).json(&serde_json::json!({}), "application/json"))
+            }
+            (Method::GET, Endpoint::Catalog) => self.catalog(&query).await,
+            (Method::GET, Endpoint::Tags(repo)) => self.tags(&repo, &query).await,
+            (Method::GET | Method::HEAD, Endpoint::Manifest(repo, r)) => {
+                self.get_manifest(&repo, &r, head).await
+            }
+            (Method::PUT, Endpoint::Manifest(repo, r)) => self.put_manifest(&repo, &r, req).await,
+            (Method::DELETE, Endpoint::Manifest(repo, r)) => {
+                self.registry.delete_manifest(&repo, &r).await?;
+                Ok(Reply::new(StatusCode::ACCEPTED).done())
+            }
+            (Method::GET | Method::HEAD, Endpoint::Blob(repo, d)) => {
+                self.get_blob(&repo, &d, req.headers(), head).await
+            }
+            (Method::DELETE, Endpoint::Blob(repo, d)) => {
+                self.registry.delete_blob(&repo, &d).await?;
+                Ok(Reply::new(StatusCode::ACCEPTED).done())
+            }
+            (Method::POST, Endpoint::Uploads(repo)) => self.post_upload(&repo, &query, req).await,
+            (Method::GET, Endpoint::Upload(repo, id)) => {
+                let offset = self.registry.upload_offset(&repo, &id).await?;
+                Ok(upload_reply(StatusCode::NO_CONTENT, &repo, &id, offset))
+            }
+            (Method::PATCH, Endpoint::Upload(repo, id)) => self.patch_upload(&repo, &id, req).await,
+            (Method::PUT, Endpoint::Upload(repo, id)) => {
+                self.put_upload(&repo, &id, &query, req).await
+            }
+            (Method::DELETE, Endpoint::Upload(repo, id)) => {
+                self.registry.cancel_upload(&repo, &id).await?;
+                Ok(Reply::new(StatusCode::NO_CONTENT).done())
+            }
+            (Method::GET, Endpoint::Referrers(repo, d)) => self.referrers(&repo, &d, &query).await,
+            (_, endpoint) => Err(ApiError::method_not_allowed(endpoint.allowed())),
+        }
+    }
+
+    async fn catalog(&self, q: &Query) -> ApiResult {
+        let n = parse_n(q)?;
+        let page = self.registry.catalog(n, q.get("last")).await?;
+        let mut reply = Reply::new(StatusCode::OK);
+        if let Some(link) = next_link("/v2/_catalog", &page, n) {
+            reply = reply.header(header::LINK, link);
+        }
+        Ok(reply.json(
+            &serde_json::json!({ "repositories": page.items }),
+            "application/json",
+        ))
+    }
+
+    async fn tags(&self, repo: &RepoName, q: &Query) -> ApiResult {
+        let n = parse_n(q)?;
+        let page = self.registry.tags(repo, n, q.get("last")).await?;
+        let mut reply = Reply::new(StatusCode::OK);
+        if let Some(link) = next_link(&format!("/v2/{repo}/tags/list"), &page, n) {
+            reply = reply.header(header::LINK, link);
+        }
+        Ok(reply.json(
+            &serde_json::json!({ "name": repo.as_str(), "tags": page.items }),
+            "application/json",
+        ))
+    }
+
+    async fn get_manifest(&self, repo: &RepoName, r: &Reference, head: bool) -> ApiResult {
+        let m = self.registry.get_manifest(repo, r, !head).await?;
+        let reply = Reply::new(StatusCode::OK)
+            .header(header::CONTENT_TYPE, &m.media_type)
+            .header(DIGEST_HEADER, m.digest.as_str())
+            .header(header::ETAG, format!("\"{}\"", m.digest))
+            .length(m.size);
+        Ok(match m.body {
+            Some(b) => reply.body(body::full(b)),
+            None => reply.body(body::empty()),
+        })
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        r: &Reference,
+        req: Request<Incoming>,
+    ) -> ApiResult {
+        let limit = self.registry.limits().max_manifest_bytes;
+        let too_large = |size: u64| Error::ManifestTooLarge { size, limit };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(size) = declared.filter(|&s| s > limit) {
+            return Err(too_large(size).into());
+        }
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes: Bytes = Limited::new(req.into_body(), limit as usize)
+            .collect()
+            .await
+            .map_err(|e| -> ApiError {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    too_large(limit + 1).into()
+                } else {
+                    Error::ManifestInvalid(format!("request body ended early: {e}")).into()
+                }
+            })?
+            .to_bytes();
+        let stored = self
+            .registry
+            .put_manifest(repo, r, content_type.as_deref(), bytes)
+            .await?;
+        let mut reply = Reply::new(StatusCode::CREATED)
+            .header(
+                header::LOCATION,
+                format!("/v2/{repo}/manifests/{}", stored.digest),
+            )
+            .header(DIGEST_HEADER, stored.digest.as_str());
+        if let Some(subject) = &stored.subject {
+            reply = reply.header("oci-subject", subject.as_str());
+        }
+        Ok(reply.done())
+    }
+
+    async fn get_blob(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        headers: &HeaderMap,
+        head: bool,
+    ) -> ApiResult {
+        let size = self.registry.stat_blob(repo, d).await?;
+        let reply = Reply::new(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(DIGEST_HEADER, d.as_str())
+            .header(header::ETAG, format!("\"{d}\""))
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::CACHE_CONTROL, "max-age=31536000");
+        let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+            None => None,
+            Some(v) => {
+                let one = std::num::NonZeroUsize::MIN;
+                let ranges = http_range_header::parse_range_header_with_max_ranges(v, one)
+                    .and_then(|r| r.validate(size))
+                    .map_err(|_| Error::BlobRangeNotSatisfiable { size })?;
+                ranges.into_iter().next()
+            }
+        };
+        let (reply, span) = match range {
+            Some(r) => {
+                let (start, end) = (*r.start(), *r.end());
+                let reply = Reply {
+                    res: {
+                        let mut res = reply.res;
+                        *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+                        res
+                    },
+                }
+                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+                (reply, start..end + 1)
+            }
+            None => (reply, 0..size),
+        };
+        let reply = reply.length(span.end - span.start);
+        if head {
+            return Ok(reply.body(body::empty()));
+        }
+        let stream = self.registry.read_blob(d, span).await?;
+        Ok(reply.body(body::stream(stream)))
+    }
+
+    async fn post_upload(&self, repo: &RepoName, q: &Query, req: Request<Incoming>) -> ApiResult {
+        if let Some(mount) = q.get("mount") {
+            // A mount that cannot happen (bad arguments, unknown blob) falls
+            // back to an ordinary upload session, as the spec says.
+            let from = match q.get("from") {
+                Some(f) => f.parse::<RepoName>().ok().map(Some),
+                None => self.options.automatic_mount.then_some(None),
+            };
+            if let (Ok(digest), Some(from)) = (mount.parse::<Digest>(), from)
+                && self
+                    .registry
+                    .mount_blob(repo, &digest, from.as_ref())
+                    .await?
+                    .is_some()
+            {
+                return Ok(blob_created(repo, &digest));
+            }
+        } else if let Some(digest) = q.get("digest") {
+            let digest: Digest = digest.parse()?;
+            self.registry
+                .put_blob(repo, &digest, body::request_stream(req.into_body()))
+                .await?;
+            return Ok(blob_created(repo, &digest));
+        }
+        let id = self.registry.start_upload(repo).await?;
+        Ok(upload_reply(StatusCode::ACCEPTED, repo, &id, 0))
+    }
+
+    async fn patch_upload(&self, repo: &RepoName, id: &str, req: Request<Incoming>) -> ApiResult {
+        let range = match content_range(req.headers(), || 0) {
+            Ok(r) => r,
+            Err(_) => {
+                let offset = self.registry.upload_offset(repo, id).await?;
+                return Err(range_error(repo, id, offset));
+            }
+        };
+        let body = body::request_stream(req.into_body());
+        match self.registry.append_upload(repo, id, range, body).await {
+            Ok(offset) => Ok(upload_reply(StatusCode::ACCEPTED, repo, id, offset)),
+            Err(Error::RangeNotSatisfiable { offset }) => Err(range_error(repo, id, offset)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn put_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        q: &Query,
+        req: Request<Incoming>,
+    ) -> ApiResult {
+        let Some(digest) = q.get("digest") else {
+            return Err(Error::DigestInvalid("the closing PUT needs ?digest=".into()).into());
+        };
+        let digest: Digest = digest.parse()?;
+        let range = match content_range(req.headers(), || 0) {
+            Ok(r) => r,
+            Err(_) => {
+                let offset = self.registry.upload_offset(repo, id).await?;
+                return Err(range_error(repo, id, offset));
+            }
+        };
+        let body = has_body(&req).then(|| body::request_stream(req.into_body()));
+        match self
+            .registry
+            .finish_upload(repo, id, &digest, range, body)
+            .await
+        {
+            Ok(_) => Ok(blob_created(repo, &digest)),
+            Err(Error::RangeNotSatisfiable { offset }) => Err(range_error(repo, id, offset)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, q: &Query) -> ApiResult {
+        let artifact_type = q.get("artifactType").filter(|t| !t.is_empty());
+        let list = self
+            .registry
+            .referrers(repo, subject, artifact_type)
+            .await?;
+        let mut reply = Reply::new(StatusCode::OK);
+        if artifact_type.is_some() {
+            reply = reply.header("oci-filters-applied", "artifactType");
+        }
+        Ok(reply.json(
+            &serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": list,
+            }),
+            OCI_INDEX,
+        ))
+    }
+}
+
+/// 416 for an out-of-order or malformed chunk, with where the upload is.
+fn range_error(repo: &RepoName, id: &str, offset: u64) -> ApiError {
+    ApiError::from(Error::RangeNotSatisfiable { offset })
+        .with_header("location", upload_location(repo, id))
+        .with_header("range", upload_range(offset))
+        .with_header(UPLOAD_UUID_HEADER, id)
+        .with_header(SESSION_ID_HEADER, id)
+}
+
+impl From<Error> for Box<ApiError> {
+    fn from(e: Error) -> Box<ApiError> {
+        Box::new(e.into())
+    }
+}

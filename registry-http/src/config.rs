@@ -1,0 +1,149 @@
+//! Configuration: built-in defaults, then an optional TOML file, then
+//! `REGISTRY_*` environment variables (nested keys joined by `__`, e.g.
+//! `REGISTRY_LIMITS__MAX_MANIFEST_BYTES`), then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest manifest accepted, in bytes (413 beyond).
+    pub max_manifest_bytes: u64,
+    /// Largest blob accepted, in bytes; 0 means no limit.
+    pub max_blob_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_manifest_bytes: registry_core::manifest::DEFAULT_MAX_MANIFEST_BYTES,
+            max_blob_bytes: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the API listens on.
+    pub addr: SocketAddr,
+    /// Where blobs, uploads and the index file live.
+    pub data_dir: PathBuf,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Mount a blob on `POST ?mount=<digest>` without `from` when it is
+    /// stored anywhere in the registry.
+    pub automatic_mount: bool,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data_dir: PathBuf::from("./data"),
+            log_format: LogFormat::Text,
+            shutdown_timeout: Duration::from_secs(30),
+            automatic_mount: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub addr: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layered configuration. `file` is the TOML file to read, if
+    /// any (a missing file named explicitly is an error).
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            anyhow::ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file(file));
+        }
+        // REGISTRY_CONFIG names the file itself; it is not a setting.
+        figment = figment.merge(Env::prefixed("REGISTRY_").split("__").ignore(&["config"]));
+        let mut config: Config = figment.extract()?;
+        if let Some(addr) = overrides.addr {
+            config.addr = addr;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.data_dir.join("index.redb")
+    }
+}
+
+#[cfg(test)]
+// figment's test jail returns its own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "registry.toml",
+                "addr = \"127.0.0.1:6000\"\ndata_dir = \"/srv/berth\"\nshutdown_timeout = \"5s\"\n[limits]\nmax_manifest_bytes = 1000\n",
+            )?;
+            jail.set_env("REGISTRY_DATA_DIR", "/from/env");
+            jail.set_env("REGISTRY_LIMITS__MAX_BLOB_BYTES", "77");
+            let c = Config::load(Some(Path::new("registry.toml")), &Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.addr.port(), 6000);
+            assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+            assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+            assert_eq!(c.limits.max_manifest_bytes, 1000);
+            assert_eq!(c.limits.max_blob_bytes, 77);
+            let o = Overrides {
+                addr: Some("127.0.0.1:7000".parse().unwrap()),
+                data_dir: None,
+            };
+            let c =
+                Config::load(Some(Path::new("registry.toml")), &o).map_err(|e| e.to_string())?;
+            assert_eq!(c.addr.port(), 7000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.addr, "127.0.0.1:5000".parse().unwrap());
+            assert_eq!(c.data_dir, PathBuf::from("./data"));
+            assert!(Config::load(Some(Path::new("missing.toml")), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,11 @@
+//! Berth's HTTP layer: the only crate that knows HTTP. It parses each
+//! request once into a typed [`route::Endpoint`], calls one operation of
+//! `registry_core::Registry`, and renders the result or the OCI error
+//! envelope. The `registry` binary lives here too.
+
+pub mod api;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod route;
+pub mod server;
