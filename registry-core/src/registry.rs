@@ -3,7 +3,7 @@
 //! here, and renders the result; the garbage collector works on the same
 //! store and index.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +34,13 @@ impl Default for Limits {
             max_blob_bytes: u64::MAX,
         }
     }
+}
+
+/// What start-up recovery repaired.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    pub sessions_dropped: u64,
+    pub files_removed: u64,
 }
 
 /// The outcome of storing a manifest.
@@ -111,6 +118,30 @@ impl Registry {
             id: id.to_owned(),
             _guard: lock.lock_owned().await,
         }
+    }
+
+    /// Reconciles upload sessions with upload data after a crash: a session
+    /// whose data is gone (the process died between moving the data into
+    /// place and recording the blob) is dropped, so its client restarts the
+    /// upload; data no session owns is deleted. Runs before serving.
+    pub async fn recover(&self) -> Result<Recovery> {
+        let sessions = self.index.uploads().await?;
+        let files: HashSet<String> = self.blobs.list_uploads().await?.into_iter().collect();
+        let ids: HashSet<&str> = sessions.iter().map(|(id, _)| id.as_str()).collect();
+        let mut out = Recovery::default();
+        for (id, _) in &sessions {
+            if !files.contains(id) {
+                self.index.delete_upload(id).await?;
+                out.sessions_dropped += 1;
+            }
+        }
+        for f in &files {
+            if !ids.contains(f.as_str()) && crate::blob::valid_upload_id(f) {
+                self.blobs.delete_upload(f).await?;
+                out.files_removed += 1;
+            }
+        }
+        Ok(out)
     }
 
     // ---- blobs ----

@@ -257,6 +257,12 @@ impl Api {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if let Some(size) = declared.filter(|&s| s > limit) {
+            // Read (and drop) a moderately oversized body so the client gets
+            // to read the 413 instead of a broken pipe; a huge one is cut off.
+            if size <= limit.saturating_mul(16) {
+                let mut body = req.into_body();
+                while let Some(Ok(_)) = body.frame().await {}
+            }
             return Err(too_large(size).into());
         }
         let content_type = req

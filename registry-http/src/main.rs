@@ -59,6 +59,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(config.log_format);
     let store = server::open_store(&config)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    store.recover().await?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("binding {}", config.addr))?;

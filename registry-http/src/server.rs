@@ -53,6 +53,21 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(Store { registry, index })
 }
 
+impl Store {
+    /// Repairs what a crash can leave behind before the first request.
+    pub async fn recover(&self) -> anyhow::Result<()> {
+        let r = self.registry.recover().await?;
+        if r != registry_core::registry::Recovery::default() {
+            tracing::warn!(
+                sessions_dropped = r.sessions_dropped,
+                files_removed = r.files_removed,
+                "recovered upload state left by an unclean stop"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl App {
     pub fn new(registry: Arc<Registry>, config: &Config) -> App {
         App {

@@ -228,6 +228,24 @@ impl BlobStore for FsBlobStore {
         let to = self.blob_path(expected);
         let expected = expected.clone();
         blocking(move || {
+            // Bytes past the recorded size are from a chunk that was never
+            // acknowledged (the process died mid-append): drop them.
+            let Some(file) = not_found_as_none(OpenOptions::new().write(true).open(&from))? else {
+                return Err(Error::UploadUnknown);
+            };
+            let on_disk = file.metadata()?.len();
+            if on_disk < size {
+                drop(file);
+                let _ = fs::remove_file(&from);
+                return Err(Error::UploadInvalid(format!(
+                    "upload holds {on_disk} bytes, {size} were recorded"
+                )));
+            }
+            if on_disk > size {
+                file.set_len(size)?;
+                file.sync_data()?;
+            }
+            drop(file);
             let actual = if hasher.algorithm() == expected.algorithm() {
                 hasher.finish()
             } else {
@@ -236,13 +254,6 @@ impl BlobStore for FsBlobStore {
             if actual != expected {
                 let _ = fs::remove_file(&from);
                 return Err(Error::DigestMismatch { expected, actual });
-            }
-            let on_disk = fs::metadata(&from)?.len();
-            if on_disk != size {
-                let _ = fs::remove_file(&from);
-                return Err(Error::UploadInvalid(format!(
-                    "upload holds {on_disk} bytes, {size} were recorded"
-                )));
             }
             let dir = to.parent().expect("blob path has a parent");
             fs::create_dir_all(dir)?;

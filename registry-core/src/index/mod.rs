@@ -133,6 +133,9 @@ pub trait Index: Send + Sync + 'static {
     /// An upload session.
     async fn upload(&self, id: &str) -> Result<Option<Upload>>;
 
+    /// Every upload session (start-up recovery and purging of stale ones).
+    async fn uploads(&self) -> Result<Vec<(String, Upload)>>;
+
     /// The running totals.
     async fn totals(&self) -> Result<Totals>;
 

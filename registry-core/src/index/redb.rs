@@ -382,6 +382,17 @@ impl Index for RedbIndex {
         get_row(&t, id)
     }
 
+    async fn uploads(&self) -> Result<Vec<(String, Upload)>> {
+        let txn = self.read()?;
+        let t = txn.open_table(tables::UPLOADS)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            out.push((k.value().to_owned(), dec(v.value())?));
+        }
+        Ok(out)
+    }
+
     async fn totals(&self) -> Result<Totals> {
         let txn = self.read()?;
         let t = txn.open_table(TOTALS)?;

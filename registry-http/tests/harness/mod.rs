@@ -1,0 +1,340 @@
+//! The integration harness: starts the real `registry` binary on a loopback
+//! port with its data in a temporary directory, and talks HTTP to it.
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A running server and the directory it owns.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub root: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// A server on a fresh, empty store.
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server on a fresh store, with extra `serve` arguments.
+    pub fn start_with(args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let root = tmp.path().to_path_buf();
+        let mut s = Server::spawn(root, args.iter().map(|a| a.to_string()).collect());
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn spawn(root: PathBuf, args: Vec<String>) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("server.log"))
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_registry"))
+            .arg("serve")
+            .arg("--addr")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(root.join("data"))
+            .args(&args)
+            .env(
+                "RUST_LOG",
+                std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start registry");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("read listen line");
+        let url = first
+            .trim()
+            .strip_prefix("registry listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {first:?}; log:\n{}",
+                    std::fs::read_to_string(root.join("server.log")).unwrap_or_default()
+                )
+            })
+            .to_owned();
+        Server {
+            child: Some(child),
+            url,
+            root,
+            _tmp: None,
+            args,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().expect("wait")
+    }
+
+    /// Starts the binary again on the same data directory (new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        let fresh = Server::spawn(self.root.clone(), self.args.clone());
+        self.url = fresh.url.clone();
+        self.child = fresh.into_child();
+    }
+
+    fn into_child(mut self) -> Option<Child> {
+        self.child.take()
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
+            base: self.url.clone(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+/// Random bytes of `len`, different on every call.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut v = vec![0u8; len];
+    rand::rng().fill_bytes(&mut v);
+    v
+}
+
+/// An HTTP client bound to one server, with shortcuts for common pushes.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Client {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path))
+    }
+
+    pub fn head(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.head(self.url(path))
+    }
+
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.put(self.url(path))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path))
+    }
+
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.patch(self.url(path))
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path))
+    }
+
+    /// Pushes a blob with POST + PUT; returns its digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        let res = self
+            .post(&format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            202,
+            "POST upload: {}",
+            res.text().await.unwrap()
+        );
+        let location = res.headers()["location"].to_str().unwrap().to_owned();
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let res = self
+            .http
+            .put(format!("{}{location}{sep}digest={digest}", self.base))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            201,
+            "PUT upload: {}",
+            res.text().await.unwrap()
+        );
+        digest
+    }
+
+    /// Pushes a manifest body under `reference`; returns the response.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> reqwest::Response {
+        self.put(&format!("/v2/{repo}/manifests/{reference}"))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Pushes a small image (config + `layers` random layers) tagged `tag`;
+    /// returns the manifest digest and the blob digests.
+    pub async fn push_image(&self, repo: &str, tag: &str, layers: usize) -> Image {
+        let mut layer_digests = Vec::new();
+        let mut descriptors = Vec::new();
+        for _ in 0..layers {
+            let bytes = random_bytes(1024 + layer_digests.len());
+            let d = self.push_blob(repo, &bytes).await;
+            descriptors.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": bytes.len()}));
+            layer_digests.push(d);
+        }
+        self.push_image_with_layers(repo, tag, &descriptors, layer_digests)
+            .await
+    }
+
+    /// Pushes a config and a manifest over layers already pushed.
+    pub async fn push_image_with_layers(
+        &self,
+        repo: &str,
+        tag: &str,
+        layer_descriptors: &[serde_json::Value],
+        layers: Vec<String>,
+    ) -> Image {
+        let config = serde_json::to_vec(
+            &json!({"architecture": "amd64", "os": "linux", "nonce": hex(&random_bytes(8))}),
+        )
+        .unwrap();
+        let config_digest = self.push_blob(repo, &config).await;
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": layer_descriptors,
+        }))
+        .unwrap();
+        let res = self.put_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
+        assert_eq!(
+            res.status(),
+            201,
+            "PUT manifest: {}",
+            res.text().await.unwrap()
+        );
+        Image {
+            digest: sha256(&manifest),
+            manifest,
+            config: config_digest,
+            layers,
+        }
+    }
+
+    pub async fn status(&self, method: reqwest::Method, path: &str) -> u16 {
+        self.http
+            .request(method, self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+/// What `push_image` pushed.
+pub struct Image {
+    pub digest: String,
+    pub manifest: Vec<u8>,
+    pub config: String,
+    pub layers: Vec<String>,
+}
+
+impl Image {
+    pub fn blobs(&self) -> Vec<String> {
+        let mut v = vec![self.config.clone()];
+        v.extend(self.layers.iter().cloned());
+        v
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Asserts the body is the OCI error envelope with `code` first.
+pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(res.status().as_u16(), status, "status");
+    let body: serde_json::Value = res.json().await.expect("JSON error body");
+    assert_eq!(body["errors"][0]["code"], code, "error body {body}");
+    assert!(
+        body["errors"][0]["message"].is_string(),
+        "message in {body}"
+    );
+}
+
+/// Whether a client program is on PATH. A missing client is reported
+/// loudly by the caller, never skipped in silence.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
