@@ -1,0 +1,540 @@
+//! End-to-end tests with skopeo: OCI layouts built on disk are copied into
+//! a running Berth, inspected, copied back out and compared digest by digest,
+//! and deleted by tag and by digest.
+//!
+//! skopeo must be installed (`apt-get install -y skopeo`); without it these
+//! tests fail, they are never skipped.
+
+mod harness;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use harness::oci_layout::{self, BuiltImage, BuiltIndex, Layer, OciLayout};
+use harness::{OCI_INDEX, OCI_MANIFEST, Server};
+use serde_json::Value;
+
+const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+fn require_skopeo() {
+    assert!(
+        harness::have("skopeo"),
+        "skopeo is not installed: these end-to-end tests need it. Install it with \
+         `apt-get update && apt-get install -y skopeo`"
+    );
+}
+
+/// `host:port` of the server, as skopeo references want it.
+fn host(server: &Server) -> String {
+    server
+        .url
+        .strip_prefix("http://")
+        .expect("http URL")
+        .to_owned()
+}
+
+fn docker_ref(server: &Server, repo_and_ref: &str) -> String {
+    format!("docker://{}/{repo_and_ref}", host(server))
+}
+
+fn oci_ref(dir: &Path, tag: &str) -> String {
+    format!("oci:{}:{tag}", harness::path_str(dir))
+}
+
+/// Runs skopeo (with no trust policy and a time limit) off the async runtime.
+async fn skopeo(args: &[&str]) -> (String, Output) {
+    let mut full: Vec<String> = vec![
+        "--insecure-policy".into(),
+        "--command-timeout".into(),
+        "60s".into(),
+    ];
+    full.extend(args.iter().map(|a| a.to_string()));
+    let shown = format!("skopeo {}", full.join(" "));
+    let output = tokio::task::spawn_blocking(move || Command::new("skopeo").args(&full).output())
+        .await
+        .expect("join")
+        .unwrap_or_else(|e| {
+            panic!("cannot run skopeo ({e}); install it with `apt-get install -y skopeo`")
+        });
+    (shown, output)
+}
+
+/// Runs skopeo and requires success; returns stdout.
+async fn skopeo_ok(server: &Server, args: &[&str]) -> String {
+    let (shown, out) = skopeo(args).await;
+    assert!(
+        out.status.success(),
+        "`{shown}` failed with {}\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Runs skopeo and requires failure; returns stderr.
+async fn skopeo_fails(server: &Server, args: &[&str]) -> String {
+    let (shown, out) = skopeo(args).await;
+    assert!(
+        !out.status.success(),
+        "`{shown}` succeeded but should have failed\nstdout:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        server.log()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `--preserve-digests` (in recent skopeo releases) makes skopeo refuse any
+/// change to what it copies. Older versions lack the flag; they copy these
+/// OCI images (gzip layers, nothing to convert) unchanged anyway, which the
+/// digest comparisons in every test check regardless.
+fn preserve_digests() -> Option<&'static str> {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    let has = *HAS.get_or_init(|| {
+        let help = Command::new("skopeo").args(["copy", "--help"]).output();
+        help.map(|o| String::from_utf8_lossy(&o.stdout).contains("--preserve-digests"))
+            .unwrap_or(false)
+    });
+    has.then_some("--preserve-digests")
+}
+
+/// Copies `oci:DIR:tag` to `docker://host/dest` with digests preserved.
+async fn push(server: &Server, dir: &Path, tag: &str, dest: &str, all: bool) {
+    let src = oci_ref(dir, tag);
+    let dst = docker_ref(server, dest);
+    let mut args = vec!["copy", "--dest-tls-verify=false"];
+    args.extend(preserve_digests());
+    if all {
+        args.push("--all");
+    }
+    args.extend([src.as_str(), dst.as_str()]);
+    skopeo_ok(server, &args).await;
+}
+
+/// Copies `docker://host/src` into `oci:OUT:tag`; returns what `tag` names there.
+async fn pull(server: &Server, src: &str, out: &Path, tag: &str, all: bool) -> oci_layout::Entry {
+    let src = docker_ref(server, src);
+    let dst = oci_ref(out, tag);
+    let mut args = vec!["copy", "--src-tls-verify=false"];
+    args.extend(preserve_digests());
+    if all {
+        args.push("--all");
+    }
+    args.extend([src.as_str(), dst.as_str()]);
+    skopeo_ok(server, &args).await;
+    oci_layout::resolve(out, tag)
+}
+
+async fn inspect_raw(server: &Server, reference: &str) -> Vec<u8> {
+    let r = docker_ref(server, reference);
+    skopeo_ok(server, &["inspect", "--raw", "--tls-verify=false", &r])
+        .await
+        .into_bytes()
+}
+
+async fn inspect(server: &Server, global: &[&str], reference: &str) -> Value {
+    let r = docker_ref(server, reference);
+    let mut args: Vec<&str> = global.to_vec();
+    args.extend(["inspect", "--tls-verify=false", &r]);
+    serde_json::from_str(&skopeo_ok(server, &args).await).expect("inspect prints JSON")
+}
+
+async fn list_tags(server: &Server, repo: &str) -> Vec<String> {
+    let r = docker_ref(server, repo);
+    let out: Value =
+        serde_json::from_str(&skopeo_ok(server, &["list-tags", "--tls-verify=false", &r]).await)
+            .expect("list-tags prints JSON");
+    let mut tags: Vec<String> = out["Tags"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    tags.sort();
+    tags
+}
+
+/// GET of a manifest with every manifest type accepted: (status, content-type, digest header, body).
+async fn get_manifest(
+    server: &Server,
+    repo: &str,
+    reference: &str,
+) -> (u16, String, String, Vec<u8>) {
+    let res = server
+        .client()
+        .get(&format!("/v2/{repo}/manifests/{reference}"))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (ct, dcd) = (header("content-type"), header("docker-content-digest"));
+    let status = res.status().as_u16();
+    (status, ct, dcd, res.bytes().await.unwrap().to_vec())
+}
+
+async fn assert_manifest_gone(server: &Server, repo: &str, reference: &str) {
+    let res = server
+        .client()
+        .get(&format!("/v2/{repo}/manifests/{reference}"))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    harness::assert_error(res, 404, "MANIFEST_UNKNOWN").await;
+    let head = server
+        .client()
+        .head(&format!("/v2/{repo}/manifests/{reference}"))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404, "HEAD {repo}:{reference} after delete");
+}
+
+async fn assert_blobs_present(
+    server: &Server,
+    repo: &str,
+    blobs: impl IntoIterator<Item = &String>,
+) {
+    let client = server.client();
+    for d in blobs {
+        let res = client
+            .get(&format!("/v2/{repo}/blobs/{d}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            200,
+            "GET blob {d} in {repo}; log:\n{}",
+            server.log()
+        );
+        let body = res.bytes().await.unwrap();
+        assert_eq!(&harness::sha256(&body), d, "content of blob {d} in {repo}");
+    }
+}
+
+/// Copies one image out into `out` (tag `pulled`) and checks the manifest
+/// and every blob against what was built.
+async fn pull_intact(server: &Server, src: &str, out: &Path, image: &BuiltImage) {
+    let entry = pull(server, src, out, "pulled", false).await;
+    assert_eq!(entry.digest, image.digest, "manifest digest of {src}");
+    assert_eq!(entry.media_type, OCI_MANIFEST, "{src}");
+    assert_eq!(
+        oci_layout::read_blob(out, &image.digest),
+        image.manifest,
+        "{src}"
+    );
+    let mut expected: BTreeSet<String> = image.blobs().into_iter().collect();
+    expected.insert(image.digest.clone());
+    assert_eq!(
+        oci_layout::closure(out, &image.digest),
+        expected,
+        "blobs of {src}"
+    );
+}
+
+/// A layout holding one image of `layers` fresh layers, tagged `tag`.
+fn image_layout(dir: &Path, tag: &str, layers: usize) -> BuiltImage {
+    let mut layout = OciLayout::create(dir);
+    let layers: Vec<Layer> = (0..layers).map(|i| Layer::random(1 + i % 3)).collect();
+    let image = layout.add_image("amd64", "linux", &layers);
+    layout.tag_image(tag, &image);
+    image
+}
+
+/// A layout holding a linux/amd64 + linux/arm64 index, tagged `tag`.
+fn index_layout(dir: &Path, tag: &str) -> BuiltIndex {
+    let mut layout = OciLayout::create(dir);
+    let amd = layout.add_image("amd64", "linux", &[Layer::random(2), Layer::random(1)]);
+    let arm = layout.add_image("arm64", "linux", &[Layer::random(1), Layer::random(2)]);
+    let index = layout.add_index(vec![amd, arm]);
+    layout.tag_index(tag, &index);
+    index
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_layer_image_round_trips_with_identical_digests() {
+    require_skopeo();
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let image = image_layout(&src, "v1", 4);
+
+    push(&server, &src, "v1", "e2e/image:v1", false).await;
+
+    // The registry serves the very bytes that were pushed, as an OCI manifest.
+    assert_eq!(
+        inspect_raw(&server, "e2e/image:v1").await,
+        image.manifest,
+        "inspect --raw by tag"
+    );
+    assert_eq!(
+        inspect_raw(&server, &format!("e2e/image@{}", image.digest)).await,
+        image.manifest,
+        "inspect --raw by digest"
+    );
+    let (status, ct, dcd, body) = get_manifest(&server, "e2e/image", "v1").await;
+    assert_eq!(
+        (status, ct.as_str(), dcd.as_str()),
+        (200, OCI_MANIFEST, image.digest.as_str())
+    );
+    assert_eq!(body, image.manifest);
+    assert_blobs_present(&server, "e2e/image", &image.blobs()).await;
+
+    // skopeo's own view: digest, layers, platform, and the config blob.
+    let info = inspect(&server, &[], "e2e/image:v1").await;
+    assert_eq!(info["Digest"], image.digest.as_str(), "{info}");
+    assert_eq!(info["Architecture"], "amd64", "{info}");
+    assert_eq!(info["Os"], "linux", "{info}");
+    let layers: Vec<&str> = info["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(layers, image.layers, "{info}");
+    let r = docker_ref(&server, "e2e/image:v1");
+    let config = skopeo_ok(
+        &server,
+        &["inspect", "--config", "--raw", "--tls-verify=false", &r],
+    )
+    .await;
+    assert_eq!(harness::sha256(config.as_bytes()), image.config);
+    assert_eq!(list_tags(&server, "e2e/image").await, ["v1"]);
+
+    // Copy back out: same manifest digest, same blobs, all hash-correct.
+    let out = tmp.path().join("out");
+    pull_intact(&server, "e2e/image:v1", &out, &image).await;
+    // And by digest, into a second layout.
+    let by_digest = format!("e2e/image@{}", image.digest);
+    pull_intact(&server, &by_digest, &tmp.path().join("out2"), &image).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_arch_index_round_trips_with_all() {
+    require_skopeo();
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let index = index_layout(&src, "multi");
+
+    push(&server, &src, "multi", "e2e/multi:latest", true).await;
+
+    assert_eq!(
+        inspect_raw(&server, "e2e/multi:latest").await,
+        index.index,
+        "inspect --raw of the index"
+    );
+    let (status, ct, dcd, body) = get_manifest(&server, "e2e/multi", "latest").await;
+    assert_eq!(
+        (status, ct.as_str(), dcd.as_str()),
+        (200, OCI_INDEX, index.digest.as_str())
+    );
+    assert_eq!(body, index.index);
+    for child in &index.children {
+        let (status, ct, dcd, body) = get_manifest(&server, "e2e/multi", &child.digest).await;
+        assert_eq!(
+            (status, ct.as_str(), dcd.as_str()),
+            (200, OCI_MANIFEST, child.digest.as_str())
+        );
+        assert_eq!(body, child.manifest);
+        assert_eq!(
+            inspect_raw(&server, &format!("e2e/multi@{}", child.digest)).await,
+            child.manifest
+        );
+    }
+    assert_blobs_present(&server, "e2e/multi", &index.blobs()).await;
+
+    // skopeo picks the child for the platform it is asked for (its
+    // `Digest` is the one of the index it resolved, the layers the child's).
+    for child in &index.children {
+        let global = [
+            "--override-os",
+            "linux",
+            "--override-arch",
+            child.architecture.as_str(),
+        ];
+        let info = inspect(&server, &global, "e2e/multi:latest").await;
+        assert_eq!(info["Digest"], index.digest.as_str(), "{info}");
+        assert_eq!(info["Architecture"], child.architecture.as_str(), "{info}");
+        let layers: Vec<&str> = info["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            layers, child.layers,
+            "platform {}: {info}",
+            child.architecture
+        );
+    }
+
+    // Copy everything back out and compare every digest.
+    let out = tmp.path().join("out");
+    let entry = pull(&server, "e2e/multi:latest", &out, "back", true).await;
+    assert_eq!(entry.digest, index.digest);
+    assert_eq!(entry.media_type, OCI_INDEX);
+    assert_eq!(oci_layout::read_blob(&out, &index.digest), index.index);
+    let mut expected = index.blobs();
+    expected.insert(index.digest.clone());
+    expected.extend(index.children.iter().map(|c| c.digest.clone()));
+    assert_eq!(oci_layout::closure(&out, &entry.digest), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_manifest_of_an_index_pulls_by_digest() {
+    require_skopeo();
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let index = index_layout(&src, "multi");
+    push(&server, &src, "multi", "e2e/children:v1", true).await;
+
+    for (i, child) in index.children.iter().enumerate() {
+        let out = tmp.path().join(format!("out-{i}"));
+        pull_intact(
+            &server,
+            &format!("e2e/children@{}", child.digest),
+            &out,
+            child,
+        )
+        .await;
+        // Nothing of the sibling came along.
+        let sibling = &index.children[1 - i];
+        assert!(!oci_layout::blob_path(&out, &sibling.digest).exists());
+        assert!(!oci_layout::blob_path(&out, &sibling.config).exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_by_tag_removes_the_tag_only() {
+    require_skopeo();
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let image = image_layout(&src, "v1", 3);
+    push(&server, &src, "v1", "e2e/untag:v1", false).await;
+    push(&server, &src, "v1", "e2e/untag:keep", false).await;
+    assert_eq!(inspect_raw(&server, "e2e/untag:v1").await, image.manifest);
+
+    let res = server
+        .client()
+        .delete("/v2/e2e/untag/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        202,
+        "DELETE by tag: {}",
+        res.text().await.unwrap()
+    );
+
+    let r = docker_ref(&server, "e2e/untag:v1");
+    let err = skopeo_fails(&server, &["inspect", "--raw", "--tls-verify=false", &r]).await;
+    assert!(
+        err.contains("manifest unknown") || err.contains("not found") || err.contains("404"),
+        "skopeo should report the tag as unknown: {err}"
+    );
+    assert_manifest_gone(&server, "e2e/untag", "v1").await;
+    assert_eq!(list_tags(&server, "e2e/untag").await, ["keep"]);
+
+    // The manifest itself and its other tag are untouched.
+    assert_eq!(inspect_raw(&server, "e2e/untag:keep").await, image.manifest);
+    assert_eq!(
+        inspect_raw(&server, &format!("e2e/untag@{}", image.digest)).await,
+        image.manifest
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_delete_by_digest_removes_manifest_and_all_its_tags() {
+    require_skopeo();
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let image = image_layout(&src, "v1", 3);
+    push(&server, &src, "v1", "e2e/gone:v1", false).await;
+    push(&server, &src, "v1", "e2e/gone:also", false).await;
+    assert_eq!(list_tags(&server, "e2e/gone").await, ["also", "v1"]);
+
+    let by_digest = docker_ref(&server, &format!("e2e/gone@{}", image.digest));
+    skopeo_ok(&server, &["delete", "--tls-verify=false", &by_digest]).await;
+
+    assert_manifest_gone(&server, "e2e/gone", &image.digest).await;
+    assert_manifest_gone(&server, "e2e/gone", "v1").await;
+    assert_manifest_gone(&server, "e2e/gone", "also").await;
+    skopeo_fails(
+        &server,
+        &["inspect", "--raw", "--tls-verify=false", &by_digest],
+    )
+    .await;
+    let by_tag = docker_ref(&server, "e2e/gone:also");
+    skopeo_fails(
+        &server,
+        &["inspect", "--raw", "--tls-verify=false", &by_tag],
+    )
+    .await;
+    assert_eq!(list_tags(&server, "e2e/gone").await, Vec::<String>::new());
+    // A second delete finds nothing.
+    skopeo_fails(&server, &["delete", "--tls-verify=false", &by_digest]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_one_image_leaves_a_sibling_sharing_layers_intact() {
+    require_skopeo();
+    let server = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+
+    let mut layout = OciLayout::create(&src);
+    let base = Layer::random(3);
+    let middle = Layer::random(2);
+    let a = layout.add_image(
+        "amd64",
+        "linux",
+        &[base.clone(), middle.clone(), Layer::random(1)],
+    );
+    let b = layout.add_image(
+        "amd64",
+        "linux",
+        &[base.clone(), middle.clone(), Layer::random(2)],
+    );
+    layout.tag_image("a", &a);
+    layout.tag_image("b", &b);
+    let shared: Vec<String> = vec![base.digest(), middle.digest()];
+    assert_eq!(a.layers[..2], shared[..]);
+    assert_eq!(b.layers[..2], shared[..]);
+
+    push(&server, &src, "a", "e2e/shared:a", false).await;
+    push(&server, &src, "b", "e2e/shared:b", false).await;
+
+    let a_ref = docker_ref(&server, &format!("e2e/shared@{}", a.digest));
+    skopeo_ok(&server, &["delete", "--tls-verify=false", &a_ref]).await;
+    assert_manifest_gone(&server, "e2e/shared", &a.digest).await;
+    assert_manifest_gone(&server, "e2e/shared", "a").await;
+
+    assert_blobs_present(&server, "e2e/shared", &b.blobs()).await;
+    let out = tmp.path().join("out");
+    pull_intact(&server, "e2e/shared:b", &out, &b).await;
+    for layer in [&base, &middle] {
+        assert_eq!(oci_layout::read_blob(&out, &layer.digest()), layer.gzip);
+    }
+    assert_eq!(list_tags(&server, "e2e/shared").await, ["b"]);
+
+    // The same holds once the server has restarted on the same data.
+    let mut server = server;
+    server.restart();
+    pull_intact(&server, "e2e/shared:b", &tmp.path().join("out-restart"), &b).await;
+    assert_manifest_gone(&server, "e2e/shared", &a.digest).await;
+}
