@@ -6,6 +6,7 @@
 pub mod blob;
 pub mod digest;
 pub mod error;
+pub mod fence;
 pub mod index;
 pub mod manifest;
 pub mod names;

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::OwnedMutexGuard;
@@ -13,6 +14,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::blob::{BlobStore, ByteStream};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
+use crate::fence::Fence;
 use crate::index::{Index, ManifestInfo, Page, Referrer};
 use crate::manifest::{self, DEFAULT_MAX_MANIFEST_BYTES};
 use crate::names::{Reference, RepoName};
@@ -41,6 +43,10 @@ impl Default for Limits {
 pub struct Recovery {
     pub sessions_dropped: u64,
     pub files_removed: u64,
+    /// Blobs moved back from the trash (a sweep died before committing).
+    pub blobs_restored: u64,
+    /// Files deleted from the trash (a sweep died before emptying it).
+    pub trash_emptied: u64,
 }
 
 /// The outcome of storing a manifest.
@@ -54,6 +60,7 @@ pub struct Registry {
     index: Arc<dyn Index>,
     blobs: Arc<dyn BlobStore>,
     limits: Limits,
+    fence: Fence,
     /// One lock per active upload session, so two requests on the same
     /// session cannot interleave their appends.
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -84,11 +91,19 @@ fn new_upload_id() -> String {
 }
 
 impl Registry {
-    pub fn new(index: Arc<dyn Index>, blobs: Arc<dyn BlobStore>, limits: Limits) -> Registry {
+    /// `fence_wait` bounds how long a commit waits for a garbage-collection
+    /// sweep to finish before it is refused (retryable).
+    pub fn new(
+        index: Arc<dyn Index>,
+        blobs: Arc<dyn BlobStore>,
+        limits: Limits,
+        fence_wait: Duration,
+    ) -> Registry {
         Registry {
             index,
             blobs,
             limits,
+            fence: Fence::new(fence_wait),
             upload_locks: Mutex::new(HashMap::new()),
         }
     }
@@ -103,6 +118,10 @@ impl Registry {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    pub fn fence(&self) -> &Fence {
+        &self.fence
     }
 
     async fn lock_upload(&self, id: &str) -> UploadGuard<'_> {
@@ -120,10 +139,11 @@ impl Registry {
         }
     }
 
-    /// Reconciles upload sessions with upload data after a crash: a session
+    /// Repairs what a crash can leave behind; runs before serving. A session
     /// whose data is gone (the process died between moving the data into
     /// place and recording the blob) is dropped, so its client restarts the
-    /// upload; data no session owns is deleted. Runs before serving.
+    /// upload; upload data no session owns is deleted; the trash left by an
+    /// interrupted sweep is put back or emptied.
     pub async fn recover(&self) -> Result<Recovery> {
         let sessions = self.index.uploads().await?;
         let files: HashSet<String> = self.blobs.list_uploads().await?.into_iter().collect();
@@ -141,6 +161,15 @@ impl Registry {
                 out.files_removed += 1;
             }
         }
+        // A sweep moves files to the trash before it commits the removal of
+        // their rows: a file whose row is still there goes back.
+        for d in self.blobs.list_trash().await? {
+            if self.index.blob(&d).await?.is_some() {
+                self.blobs.restore(&d).await?;
+                out.blobs_restored += 1;
+            }
+        }
+        out.trash_emptied = self.blobs.empty_trash().await?;
         Ok(out)
     }
 
@@ -150,11 +179,8 @@ impl Registry {
     /// garbage collector (it is protected for the grace period).
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         match self.index.blob_in_repo(repo, digest).await? {
-            Some(size) => {
-                self.index.touch_blob(digest);
-                Ok(size)
-            }
-            None => Err(Error::BlobUnknown(digest.clone())),
+            Some(size) if self.fence.confirm(digest) => Ok(size),
+            _ => Err(Error::BlobUnknown(digest.clone())),
         }
     }
 
@@ -175,6 +201,7 @@ impl Registry {
         digest: &Digest,
         from: Option<&RepoName>,
     ) -> Result<Option<u64>> {
+        let _pass = self.fence.pass().await?;
         self.index.mount_blob(repo, digest, from).await
     }
 
@@ -193,6 +220,7 @@ impl Registry {
                 .blobs
                 .append(&id, 0, hasher, body, self.limits.max_blob_bytes)
                 .await?;
+            let _pass = self.fence.pass().await?;
             self.blobs
                 .commit_upload(&id, got.offset, got.hasher, digest)
                 .await?;
@@ -319,6 +347,7 @@ impl Registry {
         }
         let hasher = Hasher::restore(&session.hasher)
             .ok_or_else(|| Error::Storage(format!("upload {id} has an unreadable hash state")))?;
+        let _pass = self.fence.pass().await?;
         if let Err(e) = self
             .blobs
             .commit_upload(id, session.offset, hasher, digest)
@@ -333,6 +362,21 @@ impl Registry {
             .commit_blob(repo, digest, session.offset, Some(id))
             .await?;
         Ok(session.offset)
+    }
+
+    /// Ends an upload session that has seen no data since `cutoff_ms`
+    /// (garbage collection of abandoned uploads). `false` if it is gone or
+    /// was active after all.
+    pub async fn purge_upload_if_idle(&self, id: &str, cutoff_ms: u64) -> Result<bool> {
+        let _lock = self.lock_upload(id).await;
+        match self.index.upload(id).await? {
+            Some(u) if u.updated_ms <= cutoff_ms => {
+                self.index.delete_upload(id).await?;
+                self.blobs.delete_upload(id).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Cancels an upload session and drops its data.
@@ -377,6 +421,7 @@ impl Registry {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
+        let _pass = self.fence.pass().await?;
         self.index.put_manifest(repo, &parsed, body, tag).await?;
         Ok(StoredManifest {
             digest: parsed.digest,

@@ -51,6 +51,8 @@ pub struct Config {
     /// stored anywhere in the registry.
     pub automatic_mount: bool,
     pub limits: Limits,
+    /// Garbage collection: grace period, fence wait, schedule, policies.
+    pub gc: registry_gc::GcConfig,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             automatic_mount: true,
             limits: Limits::default(),
+            gc: registry_gc::GcConfig::default(),
         }
     }
 }
@@ -71,6 +74,11 @@ impl Default for Config {
 pub struct Overrides {
     pub addr: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub gc_grace: Option<Duration>,
+    pub gc_fence_wait: Option<Duration>,
+    pub upload_max_age: Option<Duration>,
+    /// `Some(None)` disables a configured schedule.
+    pub gc_schedule: Option<Option<String>>,
 }
 
 impl Config {
@@ -95,6 +103,19 @@ impl Config {
         if let Some(dir) = &overrides.data_dir {
             config.data_dir = dir.clone();
         }
+        if let Some(d) = overrides.gc_grace {
+            config.gc.grace = d;
+        }
+        if let Some(d) = overrides.gc_fence_wait {
+            config.gc.fence_wait = d;
+        }
+        if let Some(d) = overrides.upload_max_age {
+            config.gc.upload_max_age = d;
+        }
+        if let Some(s) = &overrides.gc_schedule {
+            config.gc.schedule = s.clone();
+        }
+        config.gc.validate()?;
         Ok(config)
     }
 
@@ -114,7 +135,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "registry.toml",
-                "addr = \"127.0.0.1:6000\"\ndata_dir = \"/srv/berth\"\nshutdown_timeout = \"5s\"\n[limits]\nmax_manifest_bytes = 1000\n",
+                "addr = \"127.0.0.1:6000\"\ndata_dir = \"/srv/berth\"\nshutdown_timeout = \"5s\"\n[limits]\nmax_manifest_bytes = 1000\n[gc]\ngrace = \"10m\"\nschedule = \"@daily\"\n[[gc.untagged]]\nrepositories = \"ci/**\"\nolder_than = \"7d\"\n",
             )?;
             jail.set_env("REGISTRY_DATA_DIR", "/from/env");
             jail.set_env("REGISTRY_LIMITS__MAX_BLOB_BYTES", "77");
@@ -125,13 +146,23 @@ mod tests {
             assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
             assert_eq!(c.limits.max_manifest_bytes, 1000);
             assert_eq!(c.limits.max_blob_bytes, 77);
+            assert_eq!(c.gc.grace, Duration::from_secs(600));
+            assert_eq!(c.gc.schedule.as_deref(), Some("@daily"));
+            assert_eq!(c.gc.untagged[0].older_than, Duration::from_secs(7 * 86400));
+            assert_eq!(c.gc.fence_wait, Duration::from_millis(500));
             let o = Overrides {
                 addr: Some("127.0.0.1:7000".parse().unwrap()),
-                data_dir: None,
+                gc_grace: Some(Duration::from_secs(2)),
+                gc_schedule: Some(None),
+                ..Overrides::default()
             };
             let c =
                 Config::load(Some(Path::new("registry.toml")), &o).map_err(|e| e.to_string())?;
             assert_eq!(c.addr.port(), 7000);
+            assert_eq!(c.gc.grace, Duration::from_secs(2));
+            assert_eq!(c.gc.schedule, None);
+            jail.create_file("bad.toml", "[gc]\nschedule = \"@sometimes\"\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml")), &Overrides::default()).is_err());
             Ok(())
         });
     }

@@ -13,6 +13,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    pub detail: serde_json::Value,
     pub headers: Vec<(&'static str, String)>,
 }
 
@@ -22,6 +23,7 @@ impl ApiError {
             status,
             code: code.as_str(),
             message: message.into(),
+            detail: serde_json::Value::Null,
             headers: Vec::new(),
         }
     }
@@ -56,7 +58,7 @@ impl ApiError {
     /// The response, with a JSON body unless `head`.
     pub fn into_response(self, head: bool) -> http::Response<Body> {
         let body = serde_json::json!({
-            "errors": [{"code": self.code, "message": self.message, "detail": serde_json::Value::Null}]
+            "errors": [{"code": self.code, "message": self.message, "detail": self.detail}]
         });
         let bytes = Bytes::from(serde_json::to_vec(&body).expect("json"));
         let mut res = http::Response::new(if head {

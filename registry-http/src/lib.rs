@@ -3,6 +3,7 @@
 //! `registry_core::Registry`, and renders the result or the OCI error
 //! envelope. The `registry` binary lives here too.
 
+pub mod admin;
 pub mod api;
 pub mod body;
 pub mod config;

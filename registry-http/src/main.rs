@@ -1,10 +1,12 @@
-//! The `registry` binary.
+//! The `registry` binary: `serve` (the default) and `gc`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use registry_gc::{Collector, RunReport, RunRequest, RunState};
 use registry_http::config::{Config, LogFormat, Overrides};
 use registry_http::server::{self, App};
 use tracing_subscriber::EnvFilter;
@@ -24,25 +26,73 @@ struct Cli {
 enum Command {
     /// Serve the registry API (the default when no command is given).
     Serve(ServeArgs),
+    /// Collect garbage: through a running server's admin API, or with
+    /// --offline directly on a stopped store.
+    Gc(GcArgs),
+}
+
+#[derive(Args, Default)]
+struct StoreArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "REGISTRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for blobs, uploads and the index (default ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Default)]
 struct ServeArgs {
-    /// TOML configuration file.
-    #[arg(long, env = "REGISTRY_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Address to listen on (default 127.0.0.1:5000).
     #[arg(long)]
     addr: Option<std::net::SocketAddr>,
-    /// Directory for blobs, uploads and the index (default ./data).
+    /// GC grace period: blobs uploaded, mounted or confirmed more recently
+    /// are never collected (default 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    gc_grace: Option<Duration>,
+    /// How long a push waits for a GC fence before a retryable 503 (default 500ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    gc_fence_wait: Option<Duration>,
+    /// Upload sessions idle this long are purged by GC (default 24h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    upload_max_age: Option<Duration>,
+    /// GC schedule: a 5-field cron expression (UTC) or @hourly, @daily,
+    /// @midnight, @weekly, @monthly, @yearly; "off" disables.
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    gc_schedule: Option<String>,
+}
+
+#[derive(Args)]
+struct GcArgs {
+    /// Work on a stopped store instead of asking a running server.
+    #[arg(long)]
+    offline: bool,
+    /// The running server (without --offline).
+    #[arg(long, default_value = "http://127.0.0.1:5000", env = "REGISTRY_URL")]
+    url: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also collect untagged manifests in every repository.
+    #[arg(long)]
+    delete_untagged: bool,
+    /// Grace period for this run.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    grace: Option<Duration>,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -53,13 +103,24 @@ fn init_logging(format: LogFormat) {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         addr: args.addr,
-        data_dir: args.data_dir,
+        data_dir: args.store.data_dir,
+        gc_grace: args.gc_grace,
+        gc_fence_wait: args.gc_fence_wait,
+        upload_max_age: args.upload_max_age,
+        gc_schedule: args.gc_schedule.map(|s| (s.trim() != "off").then_some(s)),
     };
-    let config = Config::load(args.config.as_deref(), &overrides)?;
+    let config = Config::load(args.store.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
     let store = server::open_store(&config)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     store.recover().await?;
+    let collector = Collector::new(store.registry.clone(), config.gc.clone(), true).await?;
+    // A schedule set through the admin API outlives restarts and wins over
+    // the config file; one given on the command line wins over both.
+    if let Some(s) = &overrides.gc_schedule {
+        collector.set_schedule(s.as_deref()).await?;
+    }
+    collector.spawn_scheduler();
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("binding {}", config.addr))?;
@@ -68,7 +129,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // it when they ask for port 0); everything else goes to the log.
     println!("registry listening on http://{addr}");
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-    let app = Arc::new(App::new(store.registry.clone(), &config));
+    let app = Arc::new(App::new(store.registry.clone(), collector, &config));
     server::serve(
         listener,
         app,
@@ -81,6 +142,138 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn request(args: &GcArgs) -> RunRequest {
+    RunRequest {
+        dry_run: args.dry_run,
+        grace: args.grace,
+        delete_untagged: args.delete_untagged,
+        ..RunRequest::default()
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn print_report(r: &RunReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r).expect("report"));
+        return;
+    }
+    let verb = if r.dry_run { "would free" } else { "freed" };
+    println!(
+        "garbage collection run {}{}: {:?} in {} ms",
+        r.id,
+        if r.dry_run { " (dry run)" } else { "" },
+        r.state,
+        r.duration_ms
+    );
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
+    }
+    println!(
+        "  blobs:     {} ({verb} {})",
+        r.blobs_deleted,
+        human_bytes(r.bytes_freed)
+    );
+    println!("  manifests: {}", r.manifests_deleted);
+    println!("  uploads:   {}", r.uploads_deleted);
+    if !r.dry_run {
+        println!(
+            "  fence:     {} time(s), {:.1} ms in all, {:.1} ms at most; pushes waited {}, refused {}",
+            r.fences, r.fence_total_ms, r.fence_max_ms, r.writes_waited, r.writes_refused
+        );
+    } else {
+        for m in &r.deleted.manifests {
+            println!(
+                "  manifest {}@{} ({})",
+                m.repository,
+                m.digest,
+                human_bytes(m.size)
+            );
+        }
+        for b in &r.deleted.blobs {
+            println!("  blob {} ({})", b.digest, human_bytes(b.size));
+        }
+        for u in &r.deleted.uploads {
+            println!("  upload {u}");
+        }
+    }
+}
+
+async fn gc(args: GcArgs) -> anyhow::Result<bool> {
+    let report = if args.offline {
+        let overrides = Overrides {
+            data_dir: args.store.data_dir.clone(),
+            ..Overrides::default()
+        };
+        let config = Config::load(args.store.config.as_deref(), &overrides)?;
+        init_logging(config.log_format);
+        let store = server::open_store(&config).with_context(|| {
+            format!(
+                "opening the store in {} (is a server still running on it?)",
+                config.data_dir.display()
+            )
+        })?;
+        store.recover().await?;
+        let collector = Collector::new(store.registry.clone(), config.gc.clone(), false).await?;
+        let report = collector.run_to_end(request(&args), "offline").await?;
+        store.index.close();
+        report
+    } else {
+        remote_gc(&args).await?
+    };
+    print_report(&report, args.json);
+    Ok(report.state == RunState::Succeeded)
+}
+
+/// Starts a run on a running server and follows it to the end.
+async fn remote_gc(args: &GcArgs) -> anyhow::Result<RunReport> {
+    let base = args.url.trim_end_matches('/');
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({
+        "dry_run": args.dry_run,
+        "delete_untagged": args.delete_untagged,
+        "grace": args.grace.map(|g| humantime::format_duration(g).to_string()),
+    });
+    let res = http
+        .post(format!("{base}/admin/gc"))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("reaching {base}"))?;
+    let status = res.status();
+    let answer: serde_json::Value = res.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{base} answered {status}: {answer}");
+    }
+    let id = answer["id"].as_u64().context("no run id in the answer")?;
+    loop {
+        let r: RunReport = http
+            .get(format!("{base}/admin/gc/runs/{id}"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if r.is_finished() {
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -88,5 +281,11 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Gc(args) => {
+            if !runtime.block_on(gc(args))? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

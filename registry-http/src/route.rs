@@ -61,6 +61,76 @@ impl Endpoint {
     }
 }
 
+/// The administration API under `/admin/` (JSON in and out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    /// `POST /admin/gc`: start a run.
+    GcStart,
+    /// `GET /admin/gc/runs`
+    GcRuns,
+    /// `GET /admin/gc/runs/<id>`
+    GcRun(u64),
+    /// `GET /admin/gc/last`
+    GcLast,
+    /// `GET|PUT /admin/gc/schedule`
+    GcSchedule,
+    /// `GET /admin/gc/reclaimable`
+    GcReclaimable,
+    /// `GET /admin/gc/preview?repository=&reference=`
+    GcPreview,
+    /// `DELETE /admin/repositories/<name>`
+    Repository(RepoName),
+}
+
+impl Admin {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Admin::GcStart => "admin_gc_start",
+            Admin::GcRuns => "admin_gc_runs",
+            Admin::GcRun(_) => "admin_gc_run",
+            Admin::GcLast => "admin_gc_last",
+            Admin::GcSchedule => "admin_gc_schedule",
+            Admin::GcReclaimable => "admin_gc_reclaimable",
+            Admin::GcPreview => "admin_gc_preview",
+            Admin::Repository(_) => "admin_repository",
+        }
+    }
+
+    pub fn allowed(&self) -> &'static [Method] {
+        match self {
+            Admin::GcStart => &[Method::POST],
+            Admin::GcSchedule => &[Method::GET, Method::PUT],
+            Admin::Repository(_) => &[Method::DELETE],
+            _ => &[Method::GET],
+        }
+    }
+}
+
+/// Parses a path under `/admin/`.
+pub fn parse_admin(path: &str) -> Result<Admin, RouteError> {
+    let rest = path.strip_prefix("/admin/").ok_or(RouteError::NotFound)?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    match rest {
+        "gc" => return Ok(Admin::GcStart),
+        "gc/runs" => return Ok(Admin::GcRuns),
+        "gc/last" => return Ok(Admin::GcLast),
+        "gc/schedule" => return Ok(Admin::GcSchedule),
+        "gc/reclaimable" => return Ok(Admin::GcReclaimable),
+        "gc/preview" => return Ok(Admin::GcPreview),
+        _ => {}
+    }
+    if let Some(id) = rest.strip_prefix("gc/runs/") {
+        return id
+            .parse()
+            .map(Admin::GcRun)
+            .map_err(|_| RouteError::NotFound);
+    }
+    if let Some(name) = rest.strip_prefix("repositories/") {
+        return Ok(Admin::Repository(name.parse()?));
+    }
+    Err(RouteError::NotFound)
+}
+
 /// Why a path is not an endpoint.
 #[derive(Debug)]
 pub enum RouteError {
@@ -249,6 +319,29 @@ mod tests {
         assert!(matches!(
             parse("/v2/manifests/x"),
             Err(RouteError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn admin_routes() {
+        assert_eq!(parse_admin("/admin/gc").unwrap(), Admin::GcStart);
+        assert_eq!(parse_admin("/admin/gc/runs/").unwrap(), Admin::GcRuns);
+        assert_eq!(parse_admin("/admin/gc/runs/42").unwrap(), Admin::GcRun(42));
+        assert_eq!(
+            parse_admin("/admin/repositories/a/b").unwrap(),
+            Admin::Repository(name("a/b"))
+        );
+        assert!(matches!(
+            parse_admin("/admin/gc/runs/x"),
+            Err(RouteError::NotFound)
+        ));
+        assert!(matches!(
+            parse_admin("/admin/nope"),
+            Err(RouteError::NotFound)
+        ));
+        assert!(matches!(
+            parse_admin("/admin/repositories/A"),
+            Err(RouteError::Invalid(_))
         ));
     }
 

@@ -17,8 +17,10 @@ use hyper_util::service::TowerToHyperService;
 use registry_core::blob::FsBlobStore;
 use registry_core::index::RedbIndex;
 use registry_core::{Error, ErrorCode, Limits, Registry};
+use registry_gc::Collector;
 use tokio::net::TcpListener;
 
+use crate::admin::AdminApi;
 use crate::api::{API_VERSION_HEADER, Api, ApiOptions};
 use crate::body::Body;
 use crate::config::Config;
@@ -28,6 +30,7 @@ use crate::route::{self, RouteError};
 /// Everything a request needs.
 pub struct App {
     pub api: Api,
+    pub admin: AdminApi,
 }
 
 /// The opened store: the registry and the concrete index behind it (the
@@ -49,7 +52,12 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
             n => n,
         },
     };
-    let registry = Arc::new(Registry::new(index.clone(), blobs, limits));
+    let registry = Arc::new(Registry::new(
+        index.clone(),
+        blobs,
+        limits,
+        config.gc.fence_wait,
+    ));
     Ok(Store { registry, index })
 }
 
@@ -61,6 +69,8 @@ impl Store {
             tracing::warn!(
                 sessions_dropped = r.sessions_dropped,
                 files_removed = r.files_removed,
+                blobs_restored = r.blobs_restored,
+                trash_emptied = r.trash_emptied,
                 "recovered upload state left by an unclean stop"
             );
         }
@@ -69,13 +79,17 @@ impl Store {
 }
 
 impl App {
-    pub fn new(registry: Arc<Registry>, config: &Config) -> App {
+    pub fn new(registry: Arc<Registry>, collector: Arc<Collector>, config: &Config) -> App {
         App {
             api: Api {
-                registry,
+                registry: registry.clone(),
                 options: ApiOptions {
                     automatic_mount: config.automatic_mount,
                 },
+            },
+            admin: AdminApi {
+                registry,
+                collector,
             },
         }
     }
@@ -90,19 +104,32 @@ impl App {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let head = method == Method::HEAD;
-        let (kind, result) = match route::parse(&path) {
-            Ok(endpoint) => {
-                let kind = endpoint.kind();
-                let handled = AssertUnwindSafe(self.api.handle(endpoint, req))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            ErrorCode::Internal,
-                            "internal error; the server log has the details",
-                        ))
-                    });
+        let routed = if path.starts_with("/admin/") {
+            route::parse_admin(&path).map(|a| (a.kind(), Handler::Admin(a)))
+        } else {
+            route::parse(&path).map(|e| (e.kind(), Handler::Registry(e)))
+        };
+        let (kind, result) = match routed {
+            Ok((kind, handler)) => {
+                let handled = match handler {
+                    Handler::Registry(e) => {
+                        AssertUnwindSafe(self.api.handle(e, req))
+                            .catch_unwind()
+                            .await
+                    }
+                    Handler::Admin(a) => {
+                        AssertUnwindSafe(self.admin.handle(a, req))
+                            .catch_unwind()
+                            .await
+                    }
+                };
+                let handled = handled.unwrap_or_else(|_| {
+                    Err(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        ErrorCode::Internal,
+                        "internal error; the server log has the details",
+                    ))
+                });
                 (kind, handled)
             }
             Err(RouteError::NotFound) => ("unknown", Err(ApiError::not_found())),
@@ -121,6 +148,11 @@ impl App {
         );
         Ok(res)
     }
+}
+
+enum Handler {
+    Registry(route::Endpoint),
+    Admin(route::Admin),
 }
 
 /// A malformed path parameter. A tag that cannot exist is "unknown" when

@@ -606,14 +606,7 @@ async fn tags_and_catalog_paginate_with_link_headers() {
     }
     assert_eq!(pages, 3);
     assert_eq!(got, expected);
-    let body: serde_json::Value = c
-        .get("/v2/p/q/tags/list?last=t22")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = c.json("/v2/p/q/tags/list?last=t22").await;
     assert_eq!(body["tags"], json!(["t23", "t24"]));
     let res = c.get("/v2/p/q/tags/list?n=0").send().await.unwrap();
     assert!(res.headers().get("link").is_none());
@@ -633,14 +626,7 @@ async fn tags_and_catalog_paginate_with_link_headers() {
     );
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["repositories"], json!(["a", "b/c"]));
-    let body: serde_json::Value = c
-        .get("/v2/_catalog?n=2&last=b%2Fc")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = c.json("/v2/_catalog?n=2&last=b%2Fc").await;
     assert_eq!(body["repositories"], json!(["d", "p/q"]));
 }
 
@@ -705,14 +691,7 @@ async fn deletes_keep_what_is_still_in_use() {
         202
     );
     assert_eq!(c.status(Method::GET, "/v2/d/manifests/v2").await, 404);
-    let body: serde_json::Value = c
-        .get("/v2/d/tags/list")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = c.json("/v2/d/tags/list").await;
     assert_eq!(body["tags"], json!([]));
     // Now the blobs can go.
     for b in img.blobs() {
@@ -727,14 +706,7 @@ async fn deletes_keep_what_is_still_in_use() {
     }
     // With nothing left the repository is gone.
     assert_eq!(c.status(Method::GET, "/v2/d/tags/list").await, 404);
-    let body: serde_json::Value = c
-        .get("/v2/_catalog")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = c.json("/v2/_catalog").await;
     assert_eq!(body["repositories"], json!([]));
 }
 
@@ -800,14 +772,7 @@ async fn referrers_filter_and_subject_header() {
             .await,
         202
     );
-    let body: serde_json::Value = c
-        .get(&format!("/v2/r/referrers/{}", img.digest))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = c.json(&format!("/v2/r/referrers/{}", img.digest)).await;
     assert_eq!(body["manifests"].as_array().unwrap().len(), 2);
     // Unknown repository or subject: an empty index, never 404.
     let res = c

@@ -52,6 +52,14 @@ impl FsBlobStore {
             .join(hex)
     }
 
+    fn trash_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("trash").join(format!(
+            "{}-{}",
+            digest.algorithm().as_str(),
+            digest.encoded()
+        ))
+    }
+
     fn upload_path(&self, id: &str) -> PathBuf {
         debug_assert!(valid_upload_id(id));
         self.root.join("uploads").join(id)
@@ -275,14 +283,40 @@ impl BlobStore for FsBlobStore {
 
     async fn trash(&self, digest: &Digest) -> Result<()> {
         let from = self.blob_path(digest);
-        let to = self.root.join("trash").join(format!(
-            "{}-{}",
-            digest.algorithm().as_str(),
-            digest.encoded()
-        ));
+        let to = self.trash_path(digest);
         blocking(move || {
             not_found_as_none(fs::rename(&from, &to))?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn restore(&self, digest: &Digest) -> Result<()> {
+        let from = self.trash_path(digest);
+        let to = self.blob_path(digest);
+        blocking(move || {
+            let dir = to.parent().expect("blob path has a parent");
+            fs::create_dir_all(dir)?;
+            not_found_as_none(fs::rename(&from, &to))?;
+            fsync_dir(dir)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_trash(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("trash");
+        blocking(move || {
+            let mut out = Vec::new();
+            for entry in fs::read_dir(dir)? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if let Some((algorithm, hex)) = name.split_once('-')
+                    && let Ok(d) = format!("{algorithm}:{hex}").parse()
+                {
+                    out.push(d);
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -76,6 +76,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// already opened it keep reading; new reads see it gone.
     async fn trash(&self, digest: &Digest) -> Result<()>;
 
+    /// Moves a trashed blob back to its content address (a sweep whose
+    /// index transaction did not commit).
+    async fn restore(&self, digest: &Digest) -> Result<()>;
+
+    /// The blobs in the trash.
+    async fn list_trash(&self) -> Result<Vec<Digest>>;
+
     /// Deletes everything in the trash; returns how many files were removed.
     async fn empty_trash(&self) -> Result<u64>;
 

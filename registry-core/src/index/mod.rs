@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::manifest::{Kind, ParsedManifest};
-use crate::names::{RepoName, Tag};
+use crate::names::{Reference, RepoName, Tag};
 
 pub use self::redb::RedbIndex;
 
@@ -87,6 +87,47 @@ pub struct Totals {
     pub unreferenced_blobs: u64,
     pub unreferenced_bytes: u64,
     pub uploads: u64,
+}
+
+/// A blob no manifest references: a garbage-collection candidate once its
+/// grace period is over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnreferencedBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// Unix ms since when nothing references it.
+    pub since_ms: u64,
+    /// Unix ms of its last upload or mount.
+    pub seen_ms: u64,
+}
+
+/// A manifest nothing keeps: untagged, listed by no index in its
+/// repository, and not attached to a stored subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DanglingManifest {
+    pub repository: RepoName,
+    pub digest: Digest,
+    pub size: u64,
+    /// Unix ms since when nothing keeps it.
+    pub since_ms: u64,
+    /// It names a `subject` that is not stored in its repository.
+    pub orphaned_referrer: bool,
+}
+
+/// A manifest removed by a collection or a repository delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemovedManifest {
+    pub repository: RepoName,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// What a manifest collection (or its dry run) removed, and the blobs that
+/// nothing references as a result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Collected {
+    pub manifests: Vec<RemovedManifest>,
+    pub freed: Vec<UnreferencedBlob>,
 }
 
 #[async_trait]
@@ -194,7 +235,56 @@ pub trait Index: Send + Sync + 'static {
     /// index in `repo` lists it.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
 
-    /// Notes that a client just confirmed a blob exists (HEAD or GET), which
-    /// protects it from collection for the grace period.
-    fn touch_blob(&self, digest: &Digest);
+    // ---- garbage collection ----
+
+    /// Unreferenced blobs in digest order, starting after `after`.
+    async fn unreferenced_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<UnreferencedBlob>>;
+
+    /// Dangling manifests in (repository, digest) order, after `after`.
+    async fn dangling_manifests(
+        &self,
+        after: Option<(&RepoName, &Digest)>,
+        limit: usize,
+    ) -> Result<Vec<DanglingManifest>>;
+
+    /// Removes blobs still unreferenced and not uploaded or mounted after
+    /// `seen_cutoff_ms`, with their links; returns those removed.
+    async fn remove_blobs(
+        &self,
+        digests: &[Digest],
+        seen_cutoff_ms: u64,
+    ) -> Result<Vec<(Digest, u64)>>;
+
+    /// Deletes the given manifests if they are still dangling and have been
+    /// since their cutoff (unix ms) or earlier. With `dry_run` nothing is
+    /// kept: the transaction is rolled back and the result says what it
+    /// would have done.
+    async fn collect_manifests(
+        &self,
+        targets: &[(RepoName, Digest, u64)],
+        dry_run: bool,
+    ) -> Result<Collected>;
+
+    /// What deleting this tag or manifest would free right now: the blobs
+    /// only it (and what only it keeps) references. Changes nothing.
+    async fn preview_delete(&self, repo: &RepoName, reference: &Reference) -> Result<Collected>;
+
+    /// Removes a repository's tags, manifests and blob links in one
+    /// transaction (or, with `dry_run`, says what that would do).
+    async fn delete_repository(&self, repo: &RepoName, dry_run: bool) -> Result<Collected>;
+
+    /// Records a collector run's report (JSON) under its id.
+    async fn save_gc_run(&self, id: u64, report: Vec<u8>) -> Result<()>;
+
+    /// The newest `limit` run reports, newest first.
+    async fn gc_runs(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
+
+    /// A setting changed at run time.
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+
+    async fn set_setting(&self, key: &str, value: Option<&str>) -> Result<()>;
 }

@@ -7,10 +7,9 @@
 //! answers each caller. A client is told a write succeeded only after the
 //! commit that contains it is durable.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,11 +17,14 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 use super::tables::{self, META, ManifestRow, SCHEMA_VERSION, TOTALS, W, dec};
-use super::{BlobInfo, Index, ManifestInfo, Page, Referrer, Totals, Upload};
+use super::{
+    BlobInfo, Collected, DanglingManifest, Index, ManifestInfo, Page, Referrer, RemovedManifest,
+    Totals, UnreferencedBlob, Upload,
+};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::ParsedManifest;
-use crate::names::{RepoName, Tag};
+use crate::names::{Reference, RepoName, Tag};
 
 /// Most jobs one group commit takes; the rest wait for the next.
 const MAX_GROUP: usize = 512;
@@ -33,6 +35,13 @@ type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// caller once the group's fate is known.
 type Job = Box<dyn for<'t> FnOnce(&mut W<'t>) -> (bool, Completion) + Send>;
 
+/// A job and whether its transaction is to be rolled back ("what if"):
+/// such a job runs alone, and its caller gets what it computed.
+struct Queued {
+    job: Job,
+    what_if: bool,
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -42,12 +51,8 @@ pub fn now_ms() -> u64 {
 
 pub struct RedbIndex {
     db: Arc<Database>,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: Mutex<Option<mpsc::Sender<Queued>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Blobs confirmed by HEAD/GET, with when. Kept in memory: a restart
-    /// instead protects every blob for one grace period (see `protected_since`).
-    touched: Mutex<HashMap<Digest, Instant>>,
-    opened: Instant,
 }
 
 impl RedbIndex {
@@ -76,7 +81,7 @@ impl RedbIndex {
             txn.commit()?;
         }
         let db = Arc::new(db);
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Queued>();
         let writer_db = db.clone();
         let writer = std::thread::Builder::new()
             .name("index-writer".into())
@@ -86,8 +91,6 @@ impl RedbIndex {
             db,
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
-            touched: Mutex::new(HashMap::new()),
-            opened: Instant::now(),
         })
     }
 
@@ -101,6 +104,25 @@ impl RedbIndex {
 
     /// Queues `f` for the next group commit and waits for that commit.
     async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: for<'t> FnOnce(&mut W<'t>) -> Result<R> + Send + 'static,
+    {
+        self.queue(f, false).await
+    }
+
+    /// Runs `f` alone in a write transaction that is then rolled back, and
+    /// returns what it computed: previews and dry runs use the real
+    /// mutation code, so they cannot disagree with it.
+    async fn what_if<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: for<'t> FnOnce(&mut W<'t>) -> Result<R> + Send + 'static,
+    {
+        self.queue(f, true).await
+    }
+
+    async fn queue<R, F>(&self, f: F, what_if: bool) -> Result<R>
     where
         R: Send + 'static,
         F: for<'t> FnOnce(&mut W<'t>) -> Result<R> + Send + 'static,
@@ -123,7 +145,7 @@ impl RedbIndex {
             return Err(Error::Unavailable("index is closed".into()));
         };
         sender
-            .send(job)
+            .send(Queued { job, what_if })
             .map_err(|_| Error::Unavailable("index writer stopped".into()))?;
         rx.await
             .map_err(|_| Error::Storage("index writer dropped a job".into()))?
@@ -131,30 +153,6 @@ impl RedbIndex {
 
     fn read(&self) -> Result<ReadTransaction> {
         Ok(self.db.begin_read()?)
-    }
-
-    /// When a blob was last confirmed by a client, if within memory.
-    pub fn touched_at(&self, digest: &Digest) -> Option<Instant> {
-        self.touched
-            .lock()
-            .expect("touch lock")
-            .get(digest)
-            .copied()
-    }
-
-    /// Forgets touches older than `grace` (they no longer protect anything).
-    pub fn prune_touches(&self, grace: Duration) {
-        let now = Instant::now();
-        self.touched
-            .lock()
-            .expect("touch lock")
-            .retain(|_, t| now.duration_since(*t) < grace);
-    }
-
-    /// When this index was opened: touches from before a restart are lost, so
-    /// collection treats every blob as confirmed at this instant.
-    pub fn opened_at(&self) -> Instant {
-        self.opened
     }
 }
 
@@ -164,17 +162,30 @@ impl Drop for RedbIndex {
     }
 }
 
-fn writer_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+fn writer_loop(db: &Database, rx: &mpsc::Receiver<Queued>) {
+    let mut carried: Option<Queued> = None;
+    loop {
+        let first = match carried.take() {
+            Some(q) => q,
+            None => match rx.recv() {
+                Ok(q) => q,
+                Err(_) => return,
+            },
+        };
+        let mut group = vec![first.job];
+        // A what-if job runs alone; others share a group commit.
+        while !first.what_if && group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(q) if q.what_if => {
+                    carried = Some(q);
+                    break;
+                }
+                Ok(q) => group.push(q.job),
                 Err(_) => break,
             }
         }
         let mut completions = Vec::with_capacity(group.len());
-        let outcome = run_group(db, group, &mut completions);
+        let outcome = run_group(db, group, &mut completions, first.what_if);
         for c in completions {
             c(outcome.clone());
         }
@@ -185,6 +196,7 @@ fn run_group(
     db: &Database,
     group: Vec<Job>,
     completions: &mut Vec<Completion>,
+    roll_back: bool,
 ) -> Result<(), String> {
     // If no transaction can be had, the jobs are dropped unrun and each
     // caller learns it from its closed channel.
@@ -208,6 +220,7 @@ fn run_group(
             let _ = txn.abort();
             Err(why)
         }
+        None if roll_back => txn.abort().map_err(|e| e.to_string()),
         None => txn.commit().map_err(|e| e.to_string()),
     }
 }
@@ -245,6 +258,36 @@ fn page(
         items.push(name);
     }
     Ok(Page { items, more })
+}
+
+/// The result of a collecting transaction: what it removed and the blobs
+/// left unreferenced by it.
+fn collected(w: &W<'_>, removed: Vec<(String, String, u64)>) -> Result<Collected> {
+    let manifests = removed
+        .into_iter()
+        .map(|(repo, digest, size)| {
+            Ok(RemovedManifest {
+                repository: repo.parse()?,
+                digest: digest.parse()?,
+                size,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let freed = w
+        .freed_blobs()?
+        .into_iter()
+        .map(|(d, row)| unreferenced(&d, &row, row.seen_ms))
+        .collect::<Result<_>>()?;
+    Ok(Collected { manifests, freed })
+}
+
+fn unreferenced(digest: &str, row: &tables::BlobRow, since_ms: u64) -> Result<UnreferencedBlob> {
+    Ok(UnreferencedBlob {
+        digest: digest.parse()?,
+        size: row.size,
+        since_ms,
+        seen_ms: row.seen_ms,
+    })
 }
 
 #[async_trait]
@@ -353,13 +396,8 @@ impl Index for RedbIndex {
         let t = txn.open_table(tables::REFERRERS)?;
         let (r, s) = (repo.as_str(), subject.as_str());
         let mut out = Vec::new();
-        for e in t.range((r, s, "")..)? {
-            let (k, _) = e?;
-            let (kr, ks, referrer) = k.value();
-            if kr != r || ks != s {
-                break;
-            }
-            let Some(row) = manifest_row(&txn, r, referrer)? else {
+        for referrer in tables::keys_under2(&t, r, s)? {
+            let Some(row) = manifest_row(&txn, r, &referrer)? else {
                 continue;
             };
             if artifact_type.is_some() && row.artifact_type.as_deref() != artifact_type {
@@ -429,9 +467,7 @@ impl Index for RedbIndex {
             upload.map(str::to_owned),
         );
         self.write(move |w| w.commit_blob(&repo, &d, size, upload.as_deref()))
-            .await?;
-        self.touch_blob(digest);
-        Ok(())
+            .await
     }
 
     async fn mount_blob(
@@ -445,13 +481,8 @@ impl Index for RedbIndex {
             digest.to_string(),
             from.map(|f| f.to_string()),
         );
-        let mounted = self
-            .write(move |w| w.mount_blob(&repo, &d, from.as_deref()))
-            .await?;
-        if mounted.is_some() {
-            self.touch_blob(digest);
-        }
-        Ok(mounted)
+        self.write(move |w| w.mount_blob(&repo, &d, from.as_deref()))
+            .await
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
@@ -485,10 +516,167 @@ impl Index for RedbIndex {
         self.write(move |w| w.delete_manifest(&repo, &d)).await
     }
 
-    fn touch_blob(&self, digest: &Digest) {
-        self.touched
-            .lock()
-            .expect("touch lock")
-            .insert(digest.clone(), Instant::now());
+    async fn unreferenced_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<UnreferencedBlob>> {
+        let txn = self.read()?;
+        let unref = txn.open_table(tables::UNREFERENCED)?;
+        let blobs = txn.open_table(tables::BLOBS)?;
+        let start = after.map_or("", |d| d.as_str());
+        let mut out = Vec::new();
+        for e in unref.range(start..)? {
+            let (k, v) = e?;
+            let digest = k.value();
+            if after.is_some_and(|a| a.as_str() == digest) {
+                continue;
+            }
+            if out.len() == limit {
+                break;
+            }
+            let row: Option<tables::BlobRow> = get_row(&blobs, digest)?;
+            if let Some(row) = row {
+                out.push(unreferenced(digest, &row, v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn dangling_manifests(
+        &self,
+        after: Option<(&RepoName, &Digest)>,
+        limit: usize,
+    ) -> Result<Vec<DanglingManifest>> {
+        let txn = self.read()?;
+        let t = txn.open_table(tables::DANGLING)?;
+        let start = after.map_or(("", ""), |(r, d)| (r.as_str(), d.as_str()));
+        let mut out = Vec::new();
+        for e in t.range(start..)? {
+            let (k, v) = e?;
+            let (repo, digest) = k.value();
+            if after.is_some() && (repo, digest) == start {
+                continue;
+            }
+            if out.len() == limit {
+                break;
+            }
+            let row: tables::DanglingRow = dec(v.value())?;
+            let size = manifest_row(&txn, repo, digest)?.map_or(0, |m| m.size);
+            out.push(DanglingManifest {
+                repository: repo.parse()?,
+                digest: digest.parse()?,
+                size,
+                since_ms: row.since_ms,
+                orphaned_referrer: row.orphaned_referrer,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn remove_blobs(
+        &self,
+        digests: &[Digest],
+        seen_cutoff_ms: u64,
+    ) -> Result<Vec<(Digest, u64)>> {
+        let list: Vec<String> = digests.iter().map(Digest::to_string).collect();
+        let removed = self
+            .write(move |w| w.remove_blobs(&list, seen_cutoff_ms))
+            .await?;
+        removed
+            .into_iter()
+            .map(|(d, size)| Ok((d.parse()?, size)))
+            .collect()
+    }
+
+    async fn collect_manifests(
+        &self,
+        targets: &[(RepoName, Digest, u64)],
+        dry_run: bool,
+    ) -> Result<Collected> {
+        let list: Vec<(String, String, Option<u64>)> = targets
+            .iter()
+            .map(|(r, d, cutoff)| (r.to_string(), d.to_string(), Some(*cutoff)))
+            .collect();
+        let job = move |w: &mut W<'_>| {
+            let removed = w.collect_manifests(&list, false)?;
+            collected(w, removed)
+        };
+        if dry_run {
+            self.what_if(job).await
+        } else {
+            self.write(job).await
+        }
+    }
+
+    async fn preview_delete(&self, repo: &RepoName, reference: &Reference) -> Result<Collected> {
+        let (repo, reference) = (repo.to_string(), reference.clone());
+        let digest = match &reference {
+            Reference::Digest(d) => d.to_string(),
+            Reference::Tag(t) => self
+                .resolve_tag(&repo.parse()?, t)
+                .await?
+                .ok_or(Error::ManifestUnknown)?
+                .to_string(),
+        };
+        self.what_if(move |w| {
+            let tag = match &reference {
+                Reference::Tag(t) => Some(t.as_str()),
+                Reference::Digest(_) => None,
+            };
+            w.delete_with_cascade(&repo, tag, &digest)?;
+            collected(w, Vec::new())
+        })
+        .await
+    }
+
+    async fn delete_repository(&self, repo: &RepoName, dry_run: bool) -> Result<Collected> {
+        let repo = repo.to_string();
+        let job = move |w: &mut W<'_>| {
+            let removed = w.delete_repository(&repo)?;
+            collected(w, removed)
+        };
+        if dry_run {
+            self.what_if(job).await
+        } else {
+            self.write(job).await
+        }
+    }
+
+    async fn save_gc_run(&self, id: u64, report: Vec<u8>) -> Result<()> {
+        self.write(move |w| {
+            w.gc_runs.insert(id, report.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn gc_runs(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let txn = self.read()?;
+        let t = txn.open_table(tables::GC_RUNS)?;
+        let mut out = Vec::new();
+        for e in t.iter()?.rev().take(limit) {
+            let (k, v) = e?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let txn = self.read()?;
+        let t = txn.open_table(tables::SETTINGS)?;
+        Ok(t.get(key)?.map(|v| v.value().to_owned()))
+    }
+
+    async fn set_setting(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let (key, value) = (key.to_owned(), value.map(str::to_owned));
+        self.write(move |w| {
+            match value {
+                Some(v) => w.settings.insert(key.as_str(), v.as_str())?,
+                None => w.settings.remove(key.as_str())?,
+            };
+            Ok(())
+        })
+        .await
     }
 }

@@ -46,6 +46,15 @@ pub const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads"
 pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
 /// name -> running total (see `Totals`)
 pub const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
+/// (repository, manifest digest) -> DanglingRow: manifests nothing keeps
+/// (no tag, no index in the repository lists them, not attached to a stored
+/// subject). Only the untagged and orphaned-referrer policies collect them;
+/// the collector reads this table instead of walking every manifest.
+pub const DANGLING: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("dangling");
+/// run id -> the collector's report of that run (JSON)
+pub const GC_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("gc_runs");
+/// name -> value: settings changed at run time (e.g. the GC schedule)
+pub const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RepoRow {
@@ -91,6 +100,16 @@ pub struct BlobRow {
     /// Manifest rows (any repository) referencing this blob.
     pub refs: u64,
     pub created_ms: u64,
+    /// Last time the blob was uploaded or mounted: the grace period of
+    /// garbage collection runs from here (or from a later HEAD/GET).
+    pub seen_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DanglingRow {
+    pub since_ms: u64,
+    /// It has a `subject` that is not stored in the repository.
+    pub orphaned_referrer: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,6 +164,41 @@ pub fn totals_from(get: impl Fn(&str) -> Result<u64>) -> Result<Totals> {
     })
 }
 
+/// The second key parts of every `(first, _)` key, in order.
+pub fn keys_under<V: redb::Value + 'static>(
+    table: &impl ReadableTable<(&'static str, &'static str), V>,
+    first: &str,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in table.range((first, "")..)? {
+        let (k, _) = e?;
+        let (a, b) = k.value();
+        if a != first {
+            break;
+        }
+        out.push(b.to_owned());
+    }
+    Ok(out)
+}
+
+/// The third key parts of every `(first, second, _)` key, in order.
+pub fn keys_under2(
+    table: &impl ReadableTable<(&'static str, &'static str, &'static str), ()>,
+    first: &str,
+    second: &str,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in table.range((first, second, "")..)? {
+        let (k, _) = e?;
+        let (a, b, c) = k.value();
+        if a != first || b != second {
+            break;
+        }
+        out.push(c.to_owned());
+    }
+    Ok(out)
+}
+
 /// Every table, open for one write transaction. The writer opens them once
 /// per group commit and runs each queued job against them.
 pub struct W<'t> {
@@ -161,7 +215,13 @@ pub struct W<'t> {
     pub uploads: Table<'t, &'static str, &'static [u8]>,
     pub referrers: Table<'t, (&'static str, &'static str, &'static str), ()>,
     pub totals: Table<'t, &'static str, u64>,
+    pub dangling: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub gc_runs: Table<'t, u64, &'static [u8]>,
+    pub settings: Table<'t, &'static str, &'static str>,
     pub now_ms: u64,
+    /// Blobs whose reference count dropped to zero in this transaction, in
+    /// order (what-if transactions and collections report them).
+    pub freed: Vec<String>,
 }
 
 impl<'t> W<'t> {
@@ -180,7 +240,11 @@ impl<'t> W<'t> {
             uploads: txn.open_table(UPLOADS)?,
             referrers: txn.open_table(REFERRERS)?,
             totals: txn.open_table(TOTALS)?,
+            dangling: txn.open_table(DANGLING)?,
+            gc_runs: txn.open_table(GC_RUNS)?,
+            settings: txn.open_table(SETTINGS)?,
             now_ms,
+            freed: Vec::new(),
         })
     }
 
@@ -256,6 +320,7 @@ impl<'t> W<'t> {
             self.unreferenced.insert(digest, self.now_ms)?;
             self.bump("unreferenced_blobs", 1)?;
             self.bump("unreferenced_bytes", row.size as i64)?;
+            self.freed.push(digest.to_owned());
         }
         Ok(())
     }
@@ -283,13 +348,52 @@ impl<'t> W<'t> {
         Ok(())
     }
 
-    /// A blob uploaded, mounted or linked again restarts its grace period if
-    /// nothing references it yet.
-    fn refresh_unreferenced(&mut self, digest: &str) -> Result<()> {
-        if self.unreferenced.get(digest)?.is_some() {
-            self.unreferenced.insert(digest, self.now_ms)?;
+    /// A blob uploaded or mounted again restarts its grace period.
+    fn mark_seen(&mut self, digest: &str) -> Result<()> {
+        if let Some(mut row) = self.blob_row(digest)? {
+            row.seen_ms = self.now_ms;
+            self.blobs.insert(digest, enc(&row).as_slice())?;
         }
         Ok(())
+    }
+
+    /// Puts a manifest into, or takes it out of, the dangling table after
+    /// anything that can change whether something keeps it: its tags, the
+    /// indexes listing it, its subject's presence, its own existence.
+    fn refresh_dangling(&mut self, repo: &str, digest: &str) -> Result<()> {
+        let state = match self.manifest_row(repo, digest)? {
+            Some(row) if row.tags == 0 && row.parents == 0 => match &row.subject {
+                Some(subject) if self.manifest_row(repo, subject)?.is_some() => None,
+                Some(_) => Some(true),
+                None => Some(false),
+            },
+            _ => None,
+        };
+        let current: Option<DanglingRow> = self
+            .dangling
+            .get((repo, digest))?
+            .map(|g| dec(g.value()))
+            .transpose()?;
+        match (state, current) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                self.dangling.remove((repo, digest))?;
+            }
+            (Some(orphan), Some(cur)) if cur.orphaned_referrer == orphan => {}
+            (Some(orphaned_referrer), cur) => {
+                let row = DanglingRow {
+                    since_ms: cur.map_or(self.now_ms, |c| c.since_ms),
+                    orphaned_referrer,
+                };
+                self.dangling.insert((repo, digest), enc(&row).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Referrers stored in `repo` whose subject is `subject`.
+    fn referrers_of(&self, repo: &str, subject: &str) -> Result<Vec<String>> {
+        keys_under2(&self.referrers, repo, subject)
     }
 
     fn set_manifest_row(&mut self, repo: &str, digest: &str, row: &ManifestRow) -> Result<()> {
@@ -300,6 +404,9 @@ impl<'t> W<'t> {
     // ---- uploads ----
 
     pub fn create_upload(&mut self, id: &str, repo: &str, hasher: Vec<u8>) -> Result<()> {
+        if self.uploads.get(id)?.is_some() {
+            return Err(Error::Conflict(format!("upload id {id} is already in use")));
+        }
         let row = Upload {
             repo: repo.to_owned(),
             offset: 0,
@@ -354,12 +461,13 @@ impl<'t> W<'t> {
                     row.size
                 )));
             }
-            self.refresh_unreferenced(digest)?;
+            self.mark_seen(digest)?;
         } else {
             let row = BlobRow {
                 size,
                 refs: 0,
                 created_ms: self.now_ms,
+                seen_ms: self.now_ms,
             };
             self.blobs.insert(digest, enc(&row).as_slice())?;
             self.unreferenced.insert(digest, self.now_ms)?;
@@ -390,7 +498,7 @@ impl<'t> W<'t> {
             return Ok(None);
         }
         self.ensure_link(repo, digest)?;
-        self.refresh_unreferenced(digest)?;
+        self.mark_seen(digest)?;
         Ok(Some(row.size))
     }
 
@@ -473,6 +581,7 @@ impl<'t> W<'t> {
             let mut row = self.manifest_row(repo, d)?.expect("checked above");
             row.parents += 1;
             self.set_manifest_row(repo, d, &row)?;
+            self.refresh_dangling(repo, d)?;
         }
         if let Some(subject) = &m.subject {
             self.referrers
@@ -502,7 +611,13 @@ impl<'t> W<'t> {
         };
         self.set_manifest_row(repo, digest, &row)?;
         self.adjust_repo(repo, |r| r.manifests += 1)?;
-        self.bump("manifests", 1)
+        self.bump("manifests", 1)?;
+        self.refresh_dangling(repo, digest)?;
+        // Referrers pushed before this subject are attached now.
+        for referrer in self.referrers_of(repo, digest)? {
+            self.refresh_dangling(repo, &referrer)?;
+        }
+        Ok(())
     }
 
     fn set_tag(&mut self, repo: &str, tag: &str, digest: &str) -> Result<()> {
@@ -537,7 +652,7 @@ impl<'t> W<'t> {
         row.tags += 1;
         self.set_manifest_row(repo, digest, &row)?;
         self.tags_by_manifest.insert((repo, digest, tag), ())?;
-        Ok(())
+        self.refresh_dangling(repo, digest)
     }
 
     fn untag_manifest(&mut self, repo: &str, digest: &str, tag: &str) -> Result<()> {
@@ -546,7 +661,7 @@ impl<'t> W<'t> {
             self.set_manifest_row(repo, digest, &row)?;
         }
         self.tags_by_manifest.remove((repo, digest, tag))?;
-        Ok(())
+        self.refresh_dangling(repo, digest)
     }
 
     pub fn delete_tag(&mut self, repo: &str, tag: &str) -> Result<()> {
@@ -570,15 +685,7 @@ impl<'t> W<'t> {
             )));
         }
         // Tags pointing at it go with it.
-        let mut tags = Vec::new();
-        for e in self.tags_by_manifest.range((repo, digest, "")..)? {
-            let (k, _) = e?;
-            let (kr, kd, tag) = k.value();
-            if kr != repo || kd != digest {
-                break;
-            }
-            tags.push(tag.to_owned());
-        }
+        let tags = keys_under2(&self.tags_by_manifest, repo, digest)?;
         for tag in &tags {
             self.tags.remove((repo, tag.as_str()))?;
             self.tags_by_manifest.remove((repo, digest, tag.as_str()))?;
@@ -596,6 +703,7 @@ impl<'t> W<'t> {
             if let Some(mut child) = self.manifest_row(repo, c)? {
                 child.parents = child.parents.saturating_sub(1);
                 self.set_manifest_row(repo, c, &child)?;
+                self.refresh_dangling(repo, c)?;
             }
         }
         if let Some(subject) = &row.subject {
@@ -613,8 +721,173 @@ impl<'t> W<'t> {
             self.manifest_body_refs.insert(digest, body_refs - 1)?;
         }
         self.manifests.remove((repo, digest))?;
+        self.dangling.remove((repo, digest))?;
         self.adjust_repo(repo, |r| r.manifests -= 1)?;
-        self.bump("manifests", -1)
+        self.bump("manifests", -1)?;
+        // Its referrers are orphaned now.
+        for referrer in self.referrers_of(repo, digest)? {
+            self.refresh_dangling(repo, &referrer)?;
+        }
+        Ok(())
+    }
+    // ---- garbage collection ----
+
+    /// The blobs freed so far in this transaction that are still
+    /// unreferenced, each once, with their row.
+    pub fn freed_blobs(&self) -> Result<Vec<(String, BlobRow)>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for d in &self.freed {
+            if seen.insert(d.as_str())
+                && let Some(row) = self.blob_row(d)?.filter(|r| r.refs == 0)
+            {
+                out.push((d.clone(), row));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes blobs that are still unreferenced and not seen since
+    /// `seen_cutoff_ms`, with every repository's link to them. Returns what
+    /// was removed (digest, size); anything that no longer qualifies stays.
+    pub fn remove_blobs(
+        &mut self,
+        digests: &[String],
+        seen_cutoff_ms: u64,
+    ) -> Result<Vec<(String, u64)>> {
+        let mut removed = Vec::new();
+        for d in digests {
+            let Some(row) = self.blob_row(d)? else {
+                continue;
+            };
+            if row.refs > 0 || row.seen_ms > seen_cutoff_ms {
+                continue;
+            }
+            let repos = keys_under(&self.links_by_blob, d)?;
+            for repo in &repos {
+                self.links.remove((repo.as_str(), d.as_str()))?;
+                self.links_by_blob.remove((d.as_str(), repo.as_str()))?;
+                self.adjust_repo(repo, |r| r.links -= 1)?;
+            }
+            self.blobs.remove(d.as_str())?;
+            self.unreferenced.remove(d.as_str())?;
+            self.bump("blobs", -1)?;
+            self.bump("blob_bytes", -(row.size as i64))?;
+            self.bump("unreferenced_blobs", -1)?;
+            self.bump("unreferenced_bytes", -(row.size as i64))?;
+            removed.push((d.clone(), row.size));
+        }
+        Ok(removed)
+    }
+
+    /// Deletes manifests that are still dangling (and, where a target has a
+    /// cutoff, have been since that time or earlier). With `cascade`,
+    /// whatever becomes dangling because of a deletion (children of an
+    /// index, referrers of a subject) goes too. Returns (repository,
+    /// digest, size) of each.
+    pub fn collect_manifests(
+        &mut self,
+        targets: &[(String, String, Option<u64>)],
+        cascade: bool,
+    ) -> Result<Vec<(String, String, u64)>> {
+        let mut work: std::collections::VecDeque<(String, String, Option<u64>)> =
+            targets.iter().cloned().collect();
+        let mut deleted = Vec::new();
+        while let Some((repo, digest, cutoff_ms)) = work.pop_front() {
+            let dangling: Option<DanglingRow> = self
+                .dangling
+                .get((repo.as_str(), digest.as_str()))?
+                .map(|g| dec(g.value()))
+                .transpose()?;
+            let Some(dangling) = dangling else { continue };
+            if cutoff_ms.is_some_and(|c| dangling.since_ms > c) {
+                continue;
+            }
+            let Some(row) = self.manifest_row(&repo, &digest)? else {
+                continue;
+            };
+            self.delete_manifest(&repo, &digest)?;
+            if cascade {
+                for c in &row.children {
+                    work.push_back((repo.clone(), c.clone(), None));
+                }
+                for r in self.referrers_of(&repo, &digest)? {
+                    work.push_back((repo.clone(), r, None));
+                }
+            }
+            deleted.push((repo, digest, row.size));
+        }
+        Ok(deleted)
+    }
+
+    /// What deleting a tag or a manifest would leave dangling, deleted too:
+    /// the basis of "what would this free" previews (run in a transaction
+    /// that is then aborted).
+    pub fn delete_with_cascade(
+        &mut self,
+        repo: &str,
+        tag: Option<&str>,
+        digest: &str,
+    ) -> Result<()> {
+        match tag {
+            Some(tag) => self.delete_tag(repo, tag)?,
+            None => {
+                let row = self
+                    .manifest_row(repo, digest)?
+                    .ok_or(Error::ManifestUnknown)?;
+                let referrers = self.referrers_of(repo, digest)?;
+                self.delete_manifest(repo, digest)?;
+                let mut next: Vec<(String, String, Option<u64>)> = row
+                    .children
+                    .iter()
+                    .map(|c| (repo.to_owned(), c.clone(), None))
+                    .collect();
+                next.extend(referrers.into_iter().map(|r| (repo.to_owned(), r, None)));
+                self.collect_manifests(&next, true)?;
+                return Ok(());
+            }
+        }
+        self.collect_manifests(&[(repo.to_owned(), digest.to_owned(), None)], true)?;
+        Ok(())
+    }
+
+    /// Removes every tag, manifest and blob link of a repository. Its blobs
+    /// that nothing else references become unreferenced.
+    pub fn delete_repository(&mut self, repo: &str) -> Result<Vec<(String, String, u64)>> {
+        if self.repo_row(repo)?.is_none() {
+            return Err(Error::NameUnknown);
+        }
+        for tag in &keys_under(&self.tags, repo)? {
+            self.delete_tag(repo, tag)?;
+        }
+        // Indexes before their children: every round deletes what no index
+        // lists any more (there are no cycles: a child exists before its index).
+        let mut deleted = Vec::new();
+        loop {
+            let mut round = Vec::new();
+            for e in self.manifests.range((repo, "")..)? {
+                let (k, v) = e?;
+                let (kr, digest) = k.value();
+                if kr != repo {
+                    break;
+                }
+                let row: ManifestRow = dec(v.value())?;
+                if row.parents == 0 {
+                    round.push((digest.to_owned(), row.size));
+                }
+            }
+            if round.is_empty() {
+                break;
+            }
+            for (digest, size) in round {
+                self.delete_manifest(repo, &digest)?;
+                deleted.push((repo.to_owned(), digest, size));
+            }
+        }
+        for digest in &keys_under(&self.links, repo)? {
+            self.unlink_blob(repo, digest)?;
+        }
+        Ok(deleted)
     }
 }
 

@@ -282,6 +282,56 @@ impl Client {
         }
     }
 
+    /// GET `path` and parse the body as JSON (whatever the status).
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Starts a garbage collection run with `body` and waits for its report;
+    /// the run must succeed.
+    pub async fn run_gc(&self, body: serde_json::Value) -> serde_json::Value {
+        let res = self.post("/admin/gc").json(&body).send().await.unwrap();
+        assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+        let id = res.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_u64()
+            .unwrap();
+        for _ in 0..3000 {
+            let r = self.json(&format!("/admin/gc/runs/{id}")).await;
+            if r["state"] != "running" {
+                assert_eq!(r["state"], "succeeded", "{r:#}");
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("garbage collection run {id} did not finish");
+    }
+
+    /// The manifest resolves and every blob it references comes back whole.
+    pub async fn assert_pulls_intact(&self, repo: &str, reference: &str) {
+        let res = self
+            .get(&format!("/v2/{repo}/manifests/{reference}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{repo}:{reference}");
+        let m: serde_json::Value = res.json().await.unwrap();
+        let layers = m["layers"].as_array().cloned().unwrap_or_default();
+        for d in std::iter::once(&m["config"]).chain(layers.iter()) {
+            let d = d["digest"].as_str().unwrap();
+            let res = self
+                .get(&format!("/v2/{repo}/blobs/{d}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{repo}:{reference} blob {d}");
+            assert_eq!(
+                sha256(&res.bytes().await.unwrap()),
+                d,
+                "{repo}:{reference} blob {d}"
+            );
+        }
+    }
+
     pub async fn status(&self, method: reqwest::Method, path: &str) -> u16 {
         self.http
             .request(method, self.url(path))

@@ -1,0 +1,12 @@
+//! The collector's error type.
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// A run is already in progress; carries its id.
+    #[error("garbage collection run {0} is already in progress")]
+    Running(u64),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Core(#[from] registry_core::Error),
+}

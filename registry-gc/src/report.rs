@@ -1,0 +1,100 @@
+//! What a run did (or, for a dry run, would do), as the admin API shows it
+//! and the index keeps it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::UntaggedRule;
+
+/// Longest list of deleted items a report carries.
+pub const MAX_LISTED: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobItem {
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestItem {
+    pub repository: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// The settings a run used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    pub grace_seconds: f64,
+    pub upload_max_age_seconds: f64,
+    pub untagged: Vec<UntaggedRule>,
+    pub orphaned_referrers: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub id: u64,
+    /// `api`, `schedule`, or `offline`.
+    pub trigger: String,
+    pub dry_run: bool,
+    pub state: RunState,
+    pub error: Option<String>,
+    /// What the run is doing now: `uploads`, `manifests`, `blobs`, `done`.
+    pub phase: String,
+    pub started_at: String,
+    pub started_ms: u64,
+    pub finished_at: Option<String>,
+    pub duration_ms: u64,
+    pub settings: RunSettings,
+    pub blobs_deleted: u64,
+    pub bytes_freed: u64,
+    pub manifests_deleted: u64,
+    pub uploads_deleted: u64,
+    /// Times the write fence was closed, and for how long.
+    pub fences: u64,
+    pub fence_total_ms: f64,
+    pub fence_max_ms: f64,
+    pub fence_durations_ms: Vec<f64>,
+    /// Pushes that waited for this run's fences, and pushes refused.
+    pub writes_waited: u64,
+    pub writes_refused: u64,
+    /// Blob bytes stored when the run ended.
+    pub stored_bytes: u64,
+    /// Blobs still unreferenced (in their grace period, or confirmed by a
+    /// client) when the run ended.
+    pub remaining_unreferenced_bytes: u64,
+    pub deleted: Deleted,
+}
+
+/// What was (or, in a dry run, would be) deleted; at most [`MAX_LISTED`]
+/// of each kind, `truncated` if there were more.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub blobs: Vec<BlobItem>,
+    pub manifests: Vec<ManifestItem>,
+    pub uploads: Vec<String>,
+    pub truncated: bool,
+}
+
+impl Deleted {
+    pub fn push<T>(list: &mut Vec<T>, truncated: &mut bool, item: T) {
+        if list.len() < MAX_LISTED {
+            list.push(item);
+        } else {
+            *truncated = true;
+        }
+    }
+}
+
+impl RunReport {
+    pub fn is_finished(&self) -> bool {
+        self.state != RunState::Running
+    }
+}

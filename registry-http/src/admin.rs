@@ -1,0 +1,276 @@
+//! The administration API under `/admin/`: garbage collection and
+//! repository removal. JSON in and out; errors use the same envelope as the
+//! registry API. (Access control arrives with authentication: every route
+//! here is an administrator's action.)
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use registry_core::index::Collected;
+use registry_core::{Digest, Error, ErrorCode, Reference, Registry, RepoName};
+use registry_gc::report::RunReport;
+use registry_gc::{Collector, GcError, RunRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::body::{self, Body};
+use crate::error::ApiError;
+use crate::route::{Admin, Query};
+
+/// Largest JSON body the admin API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+pub struct AdminApi {
+    pub registry: Arc<Registry>,
+    pub collector: Arc<Collector>,
+}
+
+type AdminResult = Result<Response<Body>, ApiError>;
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec_pretty(value).expect("json");
+    let mut res = Response::new(body::full(bytes));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("static"),
+    );
+    res
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    let mut e = ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message);
+    e.code = "INVALID_REQUEST";
+    e
+}
+
+fn run_unknown(id: Option<u64>) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::Unsupported,
+        match id {
+            Some(id) => format!("no garbage collection run {id}"),
+            None => "no garbage collection run has finished yet".into(),
+        },
+    );
+    e.code = "RUN_UNKNOWN";
+    e
+}
+
+impl From<GcError> for ApiError {
+    fn from(e: GcError) -> ApiError {
+        match e {
+            GcError::Running(id) => {
+                let mut out = ApiError::new(StatusCode::CONFLICT, ErrorCode::Denied, e.to_string())
+                    .with_header("location", format!("/admin/gc/runs/{id}"));
+                out.code = "GC_RUNNING";
+                out.detail = json!({ "running": id });
+                out
+            }
+            GcError::Invalid(msg) => invalid(msg),
+            GcError::Core(e) => e.into(),
+        }
+    }
+}
+
+/// Reads an optional JSON body (empty means defaults).
+async fn read_json<T: for<'de> Deserialize<'de> + Default>(
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let bytes: Bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| invalid(format!("request body: {e}")))?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("request body: {e}")))
+}
+
+/// A run as listed in the history: everything but the item lists.
+fn summary(r: &RunReport) -> Value {
+    let mut v = serde_json::to_value(r).expect("report");
+    if let Some(o) = v.as_object_mut() {
+        o.remove("deleted");
+        o.remove("fence_durations_ms");
+    }
+    v
+}
+
+fn collected_json(c: &Collected) -> Value {
+    let bytes: u64 = c.freed.iter().map(|b| b.size).sum();
+    json!({
+        "manifests": c.manifests,
+        "manifest_count": c.manifests.len(),
+        "blobs": c.freed.len(),
+        "bytes": bytes,
+        "blob_list": c.freed,
+    })
+}
+
+impl AdminApi {
+    pub async fn handle(&self, endpoint: Admin, req: Request<Incoming>) -> AdminResult {
+        let query = Query::parse(req.uri().query());
+        match (req.method().clone(), endpoint) {
+            (Method::POST, Admin::GcStart) => {
+                let request: RunRequest = read_json(req).await?;
+                let id = self.collector.start(request, "api")?;
+                let mut res = json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({ "id": id, "status": format!("/admin/gc/runs/{id}") }),
+                );
+                res.headers_mut().insert(
+                    header::LOCATION,
+                    format!("/admin/gc/runs/{id}").parse().expect("ascii"),
+                );
+                Ok(res)
+            }
+            (Method::GET, Admin::GcRuns) => {
+                let limit = match query.get("limit") {
+                    Some(l) => l.parse().map_err(|_| invalid("limit must be a number"))?,
+                    None => 50,
+                };
+                let runs = self.collector.history(limit).await?;
+                let list: Vec<Value> = runs.iter().map(summary).collect();
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "running": self.collector.running_id(), "runs": list }),
+                ))
+            }
+            (Method::GET, Admin::GcRun(id)) => {
+                let run = self.collector.run(id).await?.ok_or(run_unknown(Some(id)))?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::to_value(&run).expect("report"),
+                ))
+            }
+            (Method::GET, Admin::GcLast) => {
+                let r = self.collector.last().await?.ok_or(run_unknown(None))?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "id": r.id,
+                        "state": r.state,
+                        "finished_at": r.finished_at,
+                        "bytes_freed": r.bytes_freed,
+                        "blobs_deleted": r.blobs_deleted,
+                        "manifests_deleted": r.manifests_deleted,
+                        "uploads_deleted": r.uploads_deleted,
+                        "duration_ms": r.duration_ms,
+                        "fences": r.fences,
+                        "fence_total_ms": r.fence_total_ms,
+                        "fence_max_ms": r.fence_max_ms,
+                        "writes_refused": r.writes_refused,
+                        "stored_bytes": r.stored_bytes,
+                    }),
+                ))
+            }
+            (Method::GET, Admin::GcSchedule) => Ok(self.schedule_response()),
+            (Method::PUT, Admin::GcSchedule) => {
+                #[derive(Deserialize, Default)]
+                #[serde(deny_unknown_fields)]
+                struct Body {
+                    schedule: Option<String>,
+                }
+                let b: Body = read_json(req).await?;
+                let expr = b
+                    .schedule
+                    .filter(|s| !s.trim().is_empty() && s.trim() != "off");
+                self.collector.set_schedule(expr.as_deref()).await?;
+                Ok(self.schedule_response())
+            }
+            (Method::GET, Admin::GcReclaimable) => self.reclaimable(&query).await,
+            (Method::GET, Admin::GcPreview) => {
+                let repo: RepoName = query
+                    .get("repository")
+                    .ok_or_else(|| invalid("repository= is required"))?
+                    .parse()?;
+                let reference: Reference = query
+                    .get("reference")
+                    .ok_or_else(|| invalid("reference= is required (a tag or a digest)"))?
+                    .parse()
+                    .map_err(|e: Error| invalid(e.to_string()))?;
+                let c = self
+                    .registry
+                    .index()
+                    .preview_delete(&repo, &reference)
+                    .await?;
+                let mut v = collected_json(&c);
+                v["repository"] = json!(repo);
+                v["reference"] = json!(reference.to_string());
+                Ok(json_response(StatusCode::OK, &v))
+            }
+            (Method::DELETE, Admin::Repository(repo)) => {
+                let dry_run = matches!(query.get("dry_run"), Some("1" | "true"));
+                let c = self
+                    .registry
+                    .index()
+                    .delete_repository(&repo, dry_run)
+                    .await?;
+                let mut v = collected_json(&c);
+                v["repository"] = json!(repo);
+                v["dry_run"] = json!(dry_run);
+                v["note"] = json!(
+                    "blobs and bytes are what nothing references any more; a garbage collection run frees them once their grace period is over"
+                );
+                Ok(json_response(StatusCode::OK, &v))
+            }
+            (_, endpoint) => Err(ApiError::method_not_allowed(endpoint.allowed())),
+        }
+    }
+
+    fn schedule_response(&self) -> Response<Body> {
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "schedule": self.collector.schedule(),
+                "next_run": self.collector.next_scheduled().map(|t| t.to_rfc3339()),
+                "timezone": "UTC",
+                "shortcuts": ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly"],
+            }),
+        )
+    }
+
+    async fn reclaimable(&self, query: &Query) -> AdminResult {
+        let totals = self.registry.index().totals().await?;
+        let mut v = json!({
+            "blobs": totals.unreferenced_blobs,
+            "bytes": totals.unreferenced_bytes,
+            "stored_blobs": totals.blobs,
+            "stored_bytes": totals.blob_bytes,
+            "running": self.collector.running_id(),
+        });
+        // Optionally, exactly what a run would take now (grace period and
+        // client confirmations applied): a walk of the unreferenced table,
+        // proportional to the garbage.
+        if matches!(query.get("exact"), Some("1" | "true")) {
+            let grace = self.collector.config().grace;
+            let cutoff = (chrono::Utc::now().timestamp_millis().max(0) as u64)
+                .saturating_sub(grace.as_millis() as u64);
+            let (mut blobs, mut bytes) = (0u64, 0u64);
+            let mut after: Option<Digest> = None;
+            loop {
+                let page = self
+                    .registry
+                    .index()
+                    .unreferenced_blobs(after.as_ref(), 1000)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.digest.clone());
+                let old: Vec<_> = page.iter().filter(|b| b.seen_ms <= cutoff).collect();
+                let digests: Vec<Digest> = old.iter().map(|b| b.digest.clone()).collect();
+                let free = self.registry.fence().unconfirmed(&digests, grace, true);
+                for b in old.iter().filter(|b| free.contains(&b.digest)) {
+                    blobs += 1;
+                    bytes += b.size;
+                }
+            }
+            v["collectable_now"] = json!({ "blobs": blobs, "bytes": bytes });
+        }
+        Ok(json_response(StatusCode::OK, &v))
+    }
+}
