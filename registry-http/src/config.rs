@@ -79,6 +79,8 @@ pub struct Overrides {
     pub upload_max_age: Option<Duration>,
     /// `Some(None)` disables a configured schedule.
     pub gc_schedule: Option<Option<String>>,
+    pub gc_untagged: Option<Vec<registry_gc::UntaggedRule>>,
+    pub gc_orphaned_referrers: Option<bool>,
 }
 
 impl Config {
@@ -114,6 +116,12 @@ impl Config {
         }
         if let Some(s) = &overrides.gc_schedule {
             config.gc.schedule = s.clone();
+        }
+        if let Some(rules) = &overrides.gc_untagged {
+            config.gc.untagged = rules.clone();
+        }
+        if let Some(b) = overrides.gc_orphaned_referrers {
+            config.gc.orphaned_referrers = b;
         }
         config.gc.validate()?;
         Ok(config)

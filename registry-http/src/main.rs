@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use registry_gc::{Collector, RunReport, RunRequest, RunState};
+use registry_gc::{Collector, RunReport, RunRequest, RunState, UntaggedRule};
 use registry_http::config::{Config, LogFormat, Overrides};
 use registry_http::server::{self, App};
 use tracing_subscriber::EnvFilter;
@@ -62,6 +62,24 @@ struct ServeArgs {
     /// @midnight, @weekly, @monthly, @yearly; "off" disables.
     #[arg(long)]
     gc_schedule: Option<String>,
+    /// Collect untagged manifests in repositories matching GLOB once they
+    /// have been untagged for AGE, e.g. `ci/**=7d` (repeatable; replaces
+    /// the configured rules).
+    #[arg(long = "gc-untagged", value_name = "GLOB=AGE", value_parser = parse_untagged)]
+    gc_untagged: Vec<UntaggedRule>,
+    /// Collect referrers whose subject is gone (default true).
+    #[arg(long)]
+    gc_orphaned_referrers: Option<bool>,
+}
+
+fn parse_untagged(s: &str) -> Result<UntaggedRule, String> {
+    let (glob, age) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?}: expected GLOB=AGE, e.g. ci/**=7d"))?;
+    Ok(UntaggedRule {
+        repositories: glob.to_owned(),
+        older_than: humantime::parse_duration(age).map_err(|e| format!("{age:?}: {e}"))?,
+    })
 }
 
 #[derive(Args)]
@@ -108,6 +126,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         gc_fence_wait: args.gc_fence_wait,
         upload_max_age: args.upload_max_age,
         gc_schedule: args.gc_schedule.map(|s| (s.trim() != "off").then_some(s)),
+        gc_untagged: (!args.gc_untagged.is_empty()).then_some(args.gc_untagged),
+        gc_orphaned_referrers: args.gc_orphaned_referrers,
     };
     let config = Config::load(args.store.config.as_deref(), &overrides)?;
     init_logging(config.log_format);

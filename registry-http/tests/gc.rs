@@ -570,3 +570,33 @@ async fn cli_runs_online_and_offline() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn policies_from_the_command_line() {
+    let s = Server::start_with(&[
+        "--gc-grace",
+        "0s",
+        "--gc-untagged",
+        "ci/**=0s",
+        "--gc-orphaned-referrers",
+        "false",
+    ]);
+    let c = s.client();
+    let ci = c.push_image("ci/build", "tmp", 1).await;
+    let other = c.push_image("prod", "tmp", 1).await;
+    for repo in ["ci/build", "prod"] {
+        assert_eq!(
+            c.status(Method::DELETE, &format!("/v2/{repo}/manifests/tmp"))
+                .await,
+            202
+        );
+    }
+    let r = c.run_gc(json!({})).await;
+    assert_eq!(digests(&r, "manifests"), vec![ci.digest.clone()]);
+    assert_eq!(r["settings"]["orphaned_referrers"], false);
+    assert_eq!(
+        c.status(Method::GET, &format!("/v2/prod/manifests/{}", other.digest))
+            .await,
+        200
+    );
+}
