@@ -20,14 +20,15 @@
 //! (the client then uploads it again, after the fence).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::observe::{NoObserver, Observer};
 
 /// Counters about the fence since start.
 #[derive(Debug, Default)]
@@ -49,6 +50,7 @@ struct Protection {
 }
 
 pub struct Fence {
+    observer: Arc<dyn Observer>,
     lock: RwLock<()>,
     wait: Duration,
     protection: Mutex<Protection>,
@@ -83,7 +85,9 @@ impl Drop for Closed<'_> {
             .expect("protection")
             .doomed
             .clear();
-        let nanos = self.since.elapsed().as_nanos() as u64;
+        let took = self.since.elapsed();
+        self.fence.observer.fence_closed(took);
+        let nanos = took.as_nanos() as u64;
         let s = &self.fence.stats;
         s.closed.fetch_add(1, Ordering::Relaxed);
         s.closed_nanos_total.fetch_add(nanos, Ordering::Relaxed);
@@ -95,7 +99,13 @@ impl Fence {
     /// A fence that lets writes wait up to `wait` for it to open (0: refuse
     /// at once).
     pub fn new(wait: Duration) -> Fence {
+        Fence::observed(wait, Arc::new(NoObserver))
+    }
+
+    /// A fence that reports closings and fenced writes to `observer`.
+    pub fn observed(wait: Duration, observer: Arc<dyn Observer>) -> Fence {
         Fence {
+            observer,
             lock: RwLock::new(()),
             wait,
             protection: Mutex::new(Protection::default()),
@@ -117,10 +127,12 @@ impl Fence {
         if !self.wait.is_zero() {
             self.stats.writes_waited.fetch_add(1, Ordering::Relaxed);
             if let Ok(guard) = tokio::time::timeout(self.wait, self.lock.read()).await {
+                self.observer.write_fenced(false);
                 return Ok(Pass { _guard: guard });
             }
         }
         self.stats.writes_refused.fetch_add(1, Ordering::Relaxed);
+        self.observer.write_fenced(true);
         Err(Error::Unavailable(
             "garbage collection is sweeping; retry in a moment".into(),
         ))

@@ -4,12 +4,14 @@
 //! distribution API. Nothing here knows HTTP.
 
 pub mod blob;
+pub mod check;
 pub mod digest;
 pub mod error;
 pub mod fence;
 pub mod index;
 pub mod manifest;
 pub mod names;
+pub mod observe;
 
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{Error, ErrorCode, Result};

@@ -18,6 +18,7 @@ use crate::fence::Fence;
 use crate::index::{Index, ManifestInfo, Page, Referrer};
 use crate::manifest::{self, DEFAULT_MAX_MANIFEST_BYTES};
 use crate::names::{Reference, RepoName};
+use crate::observe::Observer;
 
 /// Largest page of tags or repositories returned at once; larger listings
 /// continue through the `Link` header.
@@ -98,12 +99,13 @@ impl Registry {
         blobs: Arc<dyn BlobStore>,
         limits: Limits,
         fence_wait: Duration,
+        observer: Arc<dyn Observer>,
     ) -> Registry {
         Registry {
             index,
             blobs,
             limits,
-            fence: Fence::new(fence_wait),
+            fence: Fence::observed(fence_wait, observer),
             upload_locks: Mutex::new(HashMap::new()),
         }
     }
@@ -454,11 +456,15 @@ impl Registry {
             .ok_or(Error::ManifestUnknown)
     }
 
-    /// Deletes a tag, or a manifest (with its tags) by digest.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    /// Deletes a tag, or a manifest (with its tags) by digest; returns the
+    /// manifest's digest.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
         match reference {
             Reference::Tag(t) => self.index.delete_tag(repo, t).await,
-            Reference::Digest(d) => self.index.delete_manifest(repo, d).await,
+            Reference::Digest(d) => {
+                self.index.delete_manifest(repo, d).await?;
+                Ok(d.clone())
+            }
         }
     }
 

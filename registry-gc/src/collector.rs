@@ -69,6 +69,11 @@ pub struct RunRequest {
     pub orphaned_referrers: Option<bool>,
 }
 
+/// Told about every finished run (the HTTP crate turns this into metrics).
+pub trait GcObserver: Send + Sync + 'static {
+    fn run_finished(&self, report: &RunReport);
+}
+
 struct Running {
     id: u64,
     report: Arc<Mutex<RunReport>>,
@@ -84,6 +89,7 @@ pub struct Collector {
     running: Mutex<Option<Running>>,
     next_id: Mutex<u64>,
     schedule: watch::Sender<Option<String>>,
+    observer: Option<Arc<dyn GcObserver>>,
 }
 
 fn now_ms() -> u64 {
@@ -99,6 +105,16 @@ impl Collector {
         registry: Arc<Registry>,
         config: GcConfig,
         online: bool,
+    ) -> Result<Arc<Collector>, GcError> {
+        Collector::observed(registry, config, online, None).await
+    }
+
+    /// A collector that reports every finished run to `observer`.
+    pub async fn observed(
+        registry: Arc<Registry>,
+        config: GcConfig,
+        online: bool,
+        observer: Option<Arc<dyn GcObserver>>,
     ) -> Result<Arc<Collector>, GcError> {
         config.validate()?;
         let index = registry.index().clone();
@@ -116,6 +132,7 @@ impl Collector {
             running: Mutex::new(None),
             next_id: Mutex::new(last_id + 1),
             schedule: tx,
+            observer,
         }))
     }
 
@@ -123,10 +140,15 @@ impl Collector {
         &self.config
     }
 
-    /// Starts a run in the background; its id, or the id of the run already
-    /// in progress.
-    pub fn start(self: &Arc<Self>, request: RunRequest, trigger: &str) -> Result<u64, GcError> {
-        self.launch(request, trigger).map(|(id, _)| id)
+    /// Starts a run in the background on behalf of `actor`; its id, or the
+    /// id of the run already in progress.
+    pub fn start(
+        self: &Arc<Self>,
+        request: RunRequest,
+        trigger: &str,
+        actor: &str,
+    ) -> Result<u64, GcError> {
+        self.launch(request, trigger, actor).map(|(id, _)| id)
     }
 
     /// Runs to the end and returns the report.
@@ -135,7 +157,7 @@ impl Collector {
         request: RunRequest,
         trigger: &str,
     ) -> Result<RunReport, GcError> {
-        let (_, handle) = self.launch(request, trigger)?;
+        let (_, handle) = self.launch(request, trigger, trigger)?;
         handle
             .await
             .map_err(|e| GcError::Invalid(format!("run task failed: {e}")))
@@ -145,6 +167,7 @@ impl Collector {
         self: &Arc<Self>,
         request: RunRequest,
         trigger: &str,
+        actor: &str,
     ) -> Result<(u64, tokio::task::JoinHandle<RunReport>), GcError> {
         let mut running = self.running.lock().expect("running");
         if let Some(r) = running.as_ref() {
@@ -180,6 +203,7 @@ impl Collector {
         let report = Arc::new(Mutex::new(RunReport {
             id,
             trigger: trigger.to_owned(),
+            actor: actor.to_owned(),
             dry_run: request.dry_run,
             state: RunState::Running,
             error: None,
@@ -253,6 +277,9 @@ impl Collector {
                     "garbage collection finished"
                 ),
                 Err(e) => tracing::error!(run = id, error = %e, "garbage collection failed"),
+            }
+            if let Some(o) = &this.observer {
+                o.run_finished(&final_report);
             }
             if let Err(e) = this.save(&final_report).await {
                 tracing::error!(run = id, error = %e, "could not record the run");
@@ -367,7 +394,7 @@ impl Collector {
                 let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {
-                        match this.start(RunRequest::default(), "schedule") {
+                        match this.start(RunRequest::default(), "schedule", "scheduler") {
                             Ok(id) => tracing::info!(run = id, "scheduled garbage collection"),
                             Err(e) => tracing::warn!(error = %e, "scheduled garbage collection skipped"),
                         }

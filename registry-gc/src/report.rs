@@ -43,6 +43,9 @@ pub struct RunReport {
     pub id: u64,
     /// `api`, `schedule`, or `offline`.
     pub trigger: String,
+    /// Who started it (a user or client address for `api` runs).
+    #[serde(default)]
+    pub actor: String,
     pub dry_run: bool,
     pub state: RunState,
     pub error: Option<String>,

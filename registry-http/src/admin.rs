@@ -8,15 +8,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use registry_core::index::Collected;
+use registry_core::index::{ActivityQuery, Collected};
 use registry_core::{Digest, Error, ErrorCode, Reference, Registry, RepoName};
 use registry_gc::report::RunReport;
 use registry_gc::{Collector, GcError, RunRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::body::{self, Body};
+use crate::activity::ActivityLog;
+use crate::api::actor_of;
+use crate::body::{self, Body, ReqBody};
 use crate::error::ApiError;
 use crate::route::{Admin, Query};
 
@@ -26,6 +27,24 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct AdminApi {
     pub registry: Arc<Registry>,
     pub collector: Arc<Collector>,
+    pub activity: Arc<ActivityLog>,
+}
+
+/// Largest page of the activity log.
+const MAX_ACTIVITY_PAGE: usize = 1000;
+
+/// `since=`: an RFC 3339 time or unix milliseconds.
+fn parse_since(v: &str) -> Result<u64, ApiError> {
+    if let Ok(ms) = v.parse::<u64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_millis().max(0) as u64)
+        .map_err(|_| {
+            invalid(format!(
+                "since={v:?}: expected RFC 3339 time or unix milliseconds"
+            ))
+        })
 }
 
 type AdminResult = Result<Response<Body>, ApiError>;
@@ -78,7 +97,7 @@ impl From<GcError> for ApiError {
 
 /// Reads an optional JSON body (empty means defaults).
 async fn read_json<T: for<'de> Deserialize<'de> + Default>(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<T, ApiError> {
     let bytes: Bytes = Limited::new(req.into_body(), MAX_BODY)
         .collect()
@@ -113,12 +132,13 @@ fn collected_json(c: &Collected) -> Value {
 }
 
 impl AdminApi {
-    pub async fn handle(&self, endpoint: Admin, req: Request<Incoming>) -> AdminResult {
+    pub async fn handle(&self, endpoint: Admin, req: Request<ReqBody>) -> AdminResult {
         let query = Query::parse(req.uri().query());
+        let actor = actor_of(&req);
         match (req.method().clone(), endpoint) {
             (Method::POST, Admin::GcStart) => {
                 let request: RunRequest = read_json(req).await?;
-                let id = self.collector.start(request, "api")?;
+                let id = self.collector.start(request, "api", &actor)?;
                 let mut res = json_response(
                     StatusCode::ACCEPTED,
                     &json!({ "id": id, "status": format!("/admin/gc/runs/{id}") }),
@@ -211,6 +231,13 @@ impl AdminApi {
                     .index()
                     .delete_repository(&repo, dry_run)
                     .await?;
+                if !dry_run {
+                    let detail =
+                        json!({ "manifests": c.manifests.len(), "freed_blobs": c.freed.len() });
+                    self.activity
+                        .record(&actor, "repository_delete", Some(&repo), None, None, detail)
+                        .await;
+                }
                 let mut v = collected_json(&c);
                 v["repository"] = json!(repo);
                 v["dry_run"] = json!(dry_run);
@@ -219,8 +246,52 @@ impl AdminApi {
                 );
                 Ok(json_response(StatusCode::OK, &v))
             }
+            (Method::GET, Admin::Activity) => self.activity_page(&query).await,
             (_, endpoint) => Err(ApiError::method_not_allowed(endpoint.allowed())),
         }
+    }
+
+    async fn activity_page(&self, query: &Query) -> AdminResult {
+        let limit = match query.get("limit") {
+            Some(l) => l
+                .parse::<usize>()
+                .map_err(|_| invalid("limit must be a number"))?,
+            None => 100,
+        }
+        .clamp(1, MAX_ACTIVITY_PAGE);
+        let q = ActivityQuery {
+            repository: query.get("repository").map(str::to_owned),
+            action: query.get("action").map(str::to_owned),
+            since_ms: query.get("since").map(parse_since).transpose()?,
+            before: query
+                .get("cursor")
+                .map(|c| {
+                    c.parse::<u64>()
+                        .map_err(|_| invalid("cursor must be a number"))
+                })
+                .transpose()?,
+            limit,
+        };
+        let entries = self.registry.index().activity(&q).await?;
+        let next = if entries.len() == limit {
+            entries.last().map(|e| e.id)
+        } else {
+            None
+        };
+        let list: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).expect("entry");
+                let time = chrono::DateTime::from_timestamp_millis(e.time_ms as i64)
+                    .map(|t| t.to_rfc3339());
+                v["time"] = json!(time);
+                v
+            })
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "entries": list, "next_cursor": next }),
+        ))
     }
 
     fn schedule_response(&self) -> Response<Body> {

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use registry_core::index::Page;
 use registry_core::manifest::OCI_INDEX;
 use registry_core::{Digest, Error, ErrorCode, Reference, Registry, RepoName};
+use serde_json::Value;
 
-use crate::body::{self, Body};
+use crate::activity::{ActivityLog, Actor};
+use crate::body::{self, Body, ReqBody};
 use crate::error::ApiError;
 use crate::route::{Endpoint, Query};
 
@@ -33,6 +35,15 @@ pub struct ApiOptions {
 pub struct Api {
     pub registry: Arc<Registry>,
     pub options: ApiOptions,
+    pub activity: Arc<ActivityLog>,
+}
+
+/// The actor a request was made by (see [`Actor`]).
+pub fn actor_of<B>(req: &Request<B>) -> String {
+    req.extensions()
+        .get::<Actor>()
+        .map(|a| a.0.clone())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Builds a response from a status and headers.
@@ -126,7 +137,7 @@ fn content_range(
 }
 
 /// Whether a request carries a body worth reading.
-fn has_body(req: &Request<Incoming>) -> bool {
+fn has_body(req: &Request<ReqBody>) -> bool {
     !req.body().is_end_stream()
         && req
             .headers()
@@ -163,9 +174,10 @@ fn next_link(path: &str, page: &Page, n: Option<usize>) -> Option<String> {
 
 impl Api {
     /// Answers one routed request.
-    pub async fn handle(&self, endpoint: Endpoint, req: Request<Incoming>) -> ApiResult {
+    pub async fn handle(&self, endpoint: Endpoint, req: Request<ReqBody>) -> ApiResult {
         let head = req.method() == Method::HEAD;
         let query = Query::parse(req.uri().query());
+        let actor = actor_of(&req);
         match (req.method().clone(), endpoint) {
             (Method::GET | Method::HEAD, Endpoint::Base) => {
                 Ok(Reply::new(StatusCode::OK).json(&serde_json::json!({}), "application/json"))
@@ -175,9 +187,18 @@ impl Api {
             (Method::GET | Method::HEAD, Endpoint::Manifest(repo, r)) => {
                 self.get_manifest(&repo, &r, head).await
             }
-            (Method::PUT, Endpoint::Manifest(repo, r)) => self.put_manifest(&repo, &r, req).await,
+            (Method::PUT, Endpoint::Manifest(repo, r)) => {
+                self.put_manifest(&repo, &r, req, &actor).await
+            }
             (Method::DELETE, Endpoint::Manifest(repo, r)) => {
-                self.registry.delete_manifest(&repo, &r).await?;
+                let digest = self.registry.delete_manifest(&repo, &r).await?;
+                let (action, tag) = match &r {
+                    Reference::Tag(t) => ("tag_delete", Some(t.to_string())),
+                    Reference::Digest(_) => ("manifest_delete", None),
+                };
+                self.activity
+                    .record(&actor, action, Some(&repo), tag, Some(&digest), Value::Null)
+                    .await;
                 Ok(Reply::new(StatusCode::ACCEPTED).done())
             }
             (Method::GET | Method::HEAD, Endpoint::Blob(repo, d)) => {
@@ -185,6 +206,16 @@ impl Api {
             }
             (Method::DELETE, Endpoint::Blob(repo, d)) => {
                 self.registry.delete_blob(&repo, &d).await?;
+                self.activity
+                    .record(
+                        &actor,
+                        "blob_delete",
+                        Some(&repo),
+                        None,
+                        Some(&d),
+                        Value::Null,
+                    )
+                    .await;
                 Ok(Reply::new(StatusCode::ACCEPTED).done())
             }
             (Method::POST, Endpoint::Uploads(repo)) => self.post_upload(&repo, &query, req).await,
@@ -248,7 +279,8 @@ impl Api {
         &self,
         repo: &RepoName,
         r: &Reference,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
+        actor: &str,
     ) -> ApiResult {
         let limit = self.registry.limits().max_manifest_bytes;
         let too_large = |size: u64| Error::ManifestTooLarge { size, limit };
@@ -285,6 +317,20 @@ impl Api {
             .registry
             .put_manifest(repo, r, content_type.as_deref(), bytes)
             .await?;
+        let tag = match r {
+            Reference::Tag(t) => Some(t.to_string()),
+            Reference::Digest(_) => None,
+        };
+        self.activity
+            .record(
+                actor,
+                "push",
+                Some(repo),
+                tag,
+                Some(&stored.digest),
+                Value::Null,
+            )
+            .await;
         let mut reply = Reply::new(StatusCode::CREATED)
             .header(
                 header::LOCATION,
@@ -344,7 +390,7 @@ impl Api {
         Ok(reply.body(body::stream(stream)))
     }
 
-    async fn post_upload(&self, repo: &RepoName, q: &Query, req: Request<Incoming>) -> ApiResult {
+    async fn post_upload(&self, repo: &RepoName, q: &Query, req: Request<ReqBody>) -> ApiResult {
         if let Some(mount) = q.get("mount") {
             // A mount that cannot happen (bad arguments, unknown blob) falls
             // back to an ordinary upload session, as the spec says.
@@ -372,7 +418,7 @@ impl Api {
         Ok(upload_reply(StatusCode::ACCEPTED, repo, &id, 0))
     }
 
-    async fn patch_upload(&self, repo: &RepoName, id: &str, req: Request<Incoming>) -> ApiResult {
+    async fn patch_upload(&self, repo: &RepoName, id: &str, req: Request<ReqBody>) -> ApiResult {
         let range = match content_range(req.headers(), || 0) {
             Ok(r) => r,
             Err(_) => {
@@ -393,7 +439,7 @@ impl Api {
         repo: &RepoName,
         id: &str,
         q: &Query,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
     ) -> ApiResult {
         let Some(digest) = q.get("digest") else {
             return Err(Error::DigestInvalid("the closing PUT needs ?digest=".into()).into());

@@ -51,6 +51,10 @@ pub struct Config {
     /// stored anywhere in the registry.
     pub automatic_mount: bool,
     pub limits: Limits,
+    /// Serve `/metrics` (and health) on this address instead of the API's.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Most activity-log entries kept (oldest dropped first).
+    pub activity_retention: u64,
     /// Garbage collection: grace period, fence wait, schedule, policies.
     pub gc: registry_gc::GcConfig,
 }
@@ -64,6 +68,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             automatic_mount: true,
             limits: Limits::default(),
+            metrics_addr: None,
+            activity_retention: 100_000,
             gc: registry_gc::GcConfig::default(),
         }
     }
@@ -81,6 +87,7 @@ pub struct Overrides {
     pub gc_schedule: Option<Option<String>>,
     pub gc_untagged: Option<Vec<registry_gc::UntaggedRule>>,
     pub gc_orphaned_referrers: Option<bool>,
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -119,6 +126,9 @@ impl Config {
         }
         if let Some(rules) = &overrides.gc_untagged {
             config.gc.untagged = rules.clone();
+        }
+        if let Some(a) = overrides.metrics_addr {
+            config.metrics_addr = Some(a);
         }
         if let Some(b) = overrides.gc_orphaned_referrers {
             config.gc.orphaned_referrers = b;
@@ -171,6 +181,38 @@ mod tests {
             assert_eq!(c.gc.schedule, None);
             jail.create_file("bad.toml", "[gc]\nschedule = \"@sometimes\"\n")?;
             assert!(Config::load(Some(Path::new("bad.toml")), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+
+    /// The sample configurations shipped in deploy/ must stay loadable.
+    #[test]
+    fn shipped_samples_load() {
+        figment::Jail::expect_with(|_| {
+            let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/registry.toml");
+            let c =
+                Config::load(Some(&sample), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.data_dir, PathBuf::from("/var/lib/berth"));
+            assert_eq!(c.gc.schedule.as_deref(), Some("@daily"));
+            assert_eq!(c.log_format, LogFormat::Json);
+            assert!(c.metrics_addr.is_some());
+            let k8s = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/configmap.yaml"),
+            )
+            .unwrap();
+            let toml_part: String = k8s
+                .split("registry.toml: |\n")
+                .nth(1)
+                .unwrap()
+                .lines()
+                .map(|l| l.strip_prefix("    ").unwrap_or(l))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let c: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(&toml_part))
+                .extract()
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.addr.port(), 5000);
             Ok(())
         });
     }

@@ -3,10 +3,12 @@
 //! `registry_core::Registry`, and renders the result or the OCI error
 //! envelope. The `registry` binary lives here too.
 
+pub mod activity;
 pub mod admin;
 pub mod api;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod route;
 pub mod server;

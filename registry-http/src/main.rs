@@ -6,9 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use registry_core::check::{CheckOptions, Progress};
+use registry_core::observe::NoObserver;
 use registry_gc::{Collector, RunReport, RunRequest, RunState, UntaggedRule};
+use registry_http::activity::{ActivityLog, GcEvents};
 use registry_http::config::{Config, LogFormat, Overrides};
-use registry_http::server::{self, App};
+use registry_http::metrics::Metrics;
+use registry_http::server::{self, App, Listener};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -29,6 +34,27 @@ enum Command {
     /// Collect garbage: through a running server's admin API, or with
     /// --offline directly on a stopped store.
     Gc(GcArgs),
+    /// Check that the index and the blob store agree (on a stopped store).
+    /// Exit status: 0 clean, 1 problems found and all repaired, 2 problems
+    /// remain.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Fix what can be fixed safely: recount, delete files no row names,
+    /// quarantine corrupt blobs, forget blobs whose bytes are gone (and the
+    /// manifests that needed them, which are listed).
+    #[arg(long)]
+    repair: bool,
+    /// Also re-hash every blob (reads everything).
+    #[arg(long)]
+    verify_content: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Default)]
@@ -48,6 +74,9 @@ struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:5000).
     #[arg(long)]
     addr: Option<std::net::SocketAddr>,
+    /// Serve /metrics (and /healthz, /readyz) on this address instead.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// GC grace period: blobs uploaded, mounted or confirmed more recently
     /// are never collected (default 1h).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -128,13 +157,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         gc_schedule: args.gc_schedule.map(|s| (s.trim() != "off").then_some(s)),
         gc_untagged: (!args.gc_untagged.is_empty()).then_some(args.gc_untagged),
         gc_orphaned_referrers: args.gc_orphaned_referrers,
+        metrics_addr: args.metrics_addr,
     };
     let config = Config::load(args.store.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
-    let store = server::open_store(&config)
+    let metrics = Arc::new(Metrics::new());
+    let store = server::open_store(&config, metrics.clone())
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     store.recover().await?;
-    let collector = Collector::new(store.registry.clone(), config.gc.clone(), true).await?;
+    let activity = Arc::new(ActivityLog::new(
+        store.index.clone(),
+        config.activity_retention,
+    ));
+    let events = GcEvents(vec![metrics.clone(), activity.clone()]);
+    let collector = Collector::observed(
+        store.registry.clone(),
+        config.gc.clone(),
+        true,
+        Some(Arc::new(events)),
+    )
+    .await?;
     // A schedule set through the admin API outlives restarts and wins over
     // the config file; one given on the command line wins over both.
     if let Some(s) = &overrides.gc_schedule {
@@ -145,18 +187,54 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_addr {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding {a} for metrics"))?,
+        ),
+        None => None,
+    };
     // The first line on stdout says where we listen (scripts and tests read
     // it when they ask for port 0); everything else goes to the log.
     println!("registry listening on http://{addr}");
+    if let Some(l) = &metrics_listener {
+        println!("metrics listening on http://{}", l.local_addr()?);
+    }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-    let app = Arc::new(App::new(store.registry.clone(), collector, &config));
-    server::serve(
+    let app = Arc::new(App::new(
+        store.registry.clone(),
+        collector,
+        metrics,
+        activity,
+        &config,
+    ));
+    let shutdown = CancellationToken::new();
+    let main_kind = Listener::Main {
+        metrics: metrics_listener.is_none(),
+    };
+    let main = tokio::spawn(server::serve(
         listener,
-        app,
-        server::shutdown_signal(),
+        app.clone(),
+        main_kind,
+        shutdown.clone(),
         config.shutdown_timeout,
-    )
-    .await?;
+    ));
+    let side = metrics_listener.map(|l| {
+        tokio::spawn(server::serve(
+            l,
+            app.clone(),
+            Listener::Metrics,
+            shutdown.clone(),
+            config.shutdown_timeout,
+        ))
+    });
+    server::shutdown_signal().await;
+    shutdown.cancel();
+    main.await??;
+    if let Some(side) = side {
+        side.await??;
+    }
     store.index.close();
     tracing::info!("stopped");
     Ok(())
@@ -240,7 +318,7 @@ async fn gc(args: GcArgs) -> anyhow::Result<bool> {
         };
         let config = Config::load(args.store.config.as_deref(), &overrides)?;
         init_logging(config.log_format);
-        let store = server::open_store(&config).with_context(|| {
+        let store = server::open_store(&config, Arc::new(NoObserver)).with_context(|| {
             format!(
                 "opening the store in {} (is a server still running on it?)",
                 config.data_dir.display()
@@ -294,6 +372,150 @@ async fn remote_gc(args: &GcArgs) -> anyhow::Result<RunReport> {
     }
 }
 
+/// Progress for long commands: a bar on a terminal, log lines otherwise.
+struct Reporter {
+    bar: Option<indicatif::ProgressBar>,
+    done: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
+}
+
+impl Reporter {
+    fn new() -> Reporter {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>20} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Reporter {
+            bar,
+            done: 0.into(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn event(&self, p: Progress<'_>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match p {
+            Progress::Phase { name, total } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_message(name.to_owned());
+                    bar.set_length(total.unwrap_or(0));
+                    bar.set_position(0);
+                } else {
+                    tracing::info!(phase = name, total, "check");
+                }
+                self.done.store(0, Relaxed);
+            }
+            Progress::Advance(n) => {
+                let done = self.done.fetch_add(n, Relaxed) + n;
+                if let Some(bar) = &self.bar {
+                    bar.inc(n);
+                } else if done.is_multiple_of(10_000) {
+                    let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+                    tracing::info!(done, rate = format!("{rate:.0}/s"), "check progress");
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<i32> {
+    let overrides = Overrides {
+        data_dir: args.store.data_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::load(args.store.config.as_deref(), &overrides)?;
+    init_logging(config.log_format);
+    let store = server::open_store(&config, Arc::new(NoObserver)).with_context(|| {
+        format!(
+            "opening the store in {} (is a server still running on it?)",
+            config.data_dir.display()
+        )
+    })?;
+    store.recover().await?;
+    let reporter = Reporter::new();
+    let options = CheckOptions {
+        repair: args.repair,
+        verify_content: args.verify_content,
+    };
+    let report =
+        registry_core::check::check(&store.registry, options, &|p| reporter.event(p)).await?;
+    reporter.finish();
+    store.index.close();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "checked {} blobs ({}), {} files",
+            report.blobs_checked,
+            human_bytes(report.bytes_checked),
+            report.files_checked
+        );
+        for p in &report.missing {
+            println!("missing file:   {} ({} bytes recorded)", p.digest, p.size);
+        }
+        for p in &report.wrong_size {
+            println!(
+                "wrong size:     {} ({} recorded, {})",
+                p.digest, p.size, p.found
+            );
+        }
+        for p in &report.corrupt {
+            println!(
+                "corrupt:        {} (content hashes to {})",
+                p.digest, p.found
+            );
+        }
+        for (d, size) in &report.orphan_files {
+            println!("orphan file:    {d} ({size} bytes, no index row)");
+        }
+        for p in &report.count_problems {
+            println!("count:          {p}");
+        }
+        for m in &report.removed_manifests {
+            println!(
+                "removed image:  {}@{} (push it again to restore it)",
+                m.repository, m.digest
+            );
+        }
+        for p in &report.remaining_problems {
+            println!("NOT REPAIRED:   {p}");
+        }
+        println!(
+            "{}",
+            match (report.clean(), report.repaired) {
+                (true, _) => "clean",
+                (false, true) if report.remaining_problems.is_empty() =>
+                    "problems found and repaired",
+                (false, true) => "problems remain",
+                (false, false) => "problems found (run with --repair to fix what can be fixed)",
+            }
+        );
+    }
+    Ok(
+        match (
+            report.clean(),
+            report.repaired && report.remaining_problems.is_empty(),
+        ) {
+            (true, _) => 0,
+            (false, true) => 1,
+            (false, false) => 2,
+        },
+    )
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -301,6 +523,10 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Check(args) => {
+            let code = runtime.block_on(check(args))?;
+            std::process::exit(code);
+        }
         Command::Gc(args) => {
             if !runtime.block_on(gc(args))? {
                 std::process::exit(1);

@@ -80,6 +80,8 @@ pub enum Admin {
     GcPreview,
     /// `DELETE /admin/repositories/<name>`
     Repository(RepoName),
+    /// `GET /admin/activity?repository=&action=&since=&limit=&cursor=`
+    Activity,
 }
 
 impl Admin {
@@ -93,6 +95,7 @@ impl Admin {
             Admin::GcReclaimable => "admin_gc_reclaimable",
             Admin::GcPreview => "admin_gc_preview",
             Admin::Repository(_) => "admin_repository",
+            Admin::Activity => "admin_activity",
         }
     }
 
@@ -117,6 +120,7 @@ pub fn parse_admin(path: &str) -> Result<Admin, RouteError> {
         "gc/schedule" => return Ok(Admin::GcSchedule),
         "gc/reclaimable" => return Ok(Admin::GcReclaimable),
         "gc/preview" => return Ok(Admin::GcPreview),
+        "activity" => return Ok(Admin::Activity),
         _ => {}
     }
     if let Some(id) = rest.strip_prefix("gc/runs/") {

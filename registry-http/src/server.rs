@@ -1,14 +1,17 @@
-//! The HTTP server: accept loop, per-request dispatch, graceful shutdown.
+//! The HTTP server: accept loop, per-request dispatch, health, metrics,
+//! request logs, graceful shutdown.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::FutureExt;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -16,21 +19,38 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use registry_core::blob::FsBlobStore;
 use registry_core::index::RedbIndex;
+use registry_core::observe::Observer;
 use registry_core::{Error, ErrorCode, Limits, Registry};
 use registry_gc::Collector;
+use serde_json::json;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
+use crate::activity::{ActivityLog, Actor};
 use crate::admin::AdminApi;
 use crate::api::{API_VERSION_HEADER, Api, ApiOptions};
-use crate::body::Body;
+use crate::body::{self, Body, Counted};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::route::{self, RouteError};
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The API (and `/metrics` unless it has its own listener).
+    Main { metrics: bool },
+    /// Only `/metrics`, `/healthz` and `/readyz`.
+    Metrics,
+}
 
 /// Everything a request needs.
 pub struct App {
     pub api: Api,
     pub admin: AdminApi,
+    pub metrics: Arc<Metrics>,
+    data_dir: PathBuf,
+    shutting_down: AtomicBool,
 }
 
 /// The opened store: the registry and the concrete index behind it (the
@@ -40,11 +60,15 @@ pub struct Store {
     pub index: Arc<RedbIndex>,
 }
 
-/// Opens the blob directory and the index file under the data directory.
-pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+/// Opens the blob directory and the index file under the data directory,
+/// reporting commits and fences to `observer`.
+pub fn open_store(config: &Config, observer: Arc<dyn Observer>) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)?;
     let blobs = Arc::new(FsBlobStore::open(&config.data_dir)?);
-    let index = Arc::new(RedbIndex::open(&config.index_path())?);
+    let index = Arc::new(RedbIndex::open_observed(
+        &config.index_path(),
+        observer.clone(),
+    )?);
     let limits = Limits {
         max_manifest_bytes: config.limits.max_manifest_bytes,
         max_blob_bytes: match config.limits.max_blob_bytes {
@@ -57,6 +81,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
         blobs,
         limits,
         config.gc.fence_wait,
+        observer,
     ));
     Ok(Store { registry, index })
 }
@@ -71,26 +96,133 @@ impl Store {
                 files_removed = r.files_removed,
                 blobs_restored = r.blobs_restored,
                 trash_emptied = r.trash_emptied,
-                "recovered upload state left by an unclean stop"
+                "recovered state left by an unclean stop"
             );
         }
         Ok(())
     }
 }
 
+enum Handler {
+    Registry(route::Endpoint),
+    Admin(route::Admin),
+    Metrics,
+    Health,
+    Ready,
+}
+
+fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(&value).expect("json");
+    let mut res = Response::new(body::full(bytes));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
 impl App {
-    pub fn new(registry: Arc<Registry>, collector: Arc<Collector>, config: &Config) -> App {
+    pub fn new(
+        registry: Arc<Registry>,
+        collector: Arc<Collector>,
+        metrics: Arc<Metrics>,
+        activity: Arc<ActivityLog>,
+        config: &Config,
+    ) -> App {
         App {
             api: Api {
                 registry: registry.clone(),
                 options: ApiOptions {
                     automatic_mount: config.automatic_mount,
                 },
+                activity: activity.clone(),
             },
             admin: AdminApi {
                 registry,
                 collector,
+                activity,
             },
+            metrics,
+            data_dir: config.data_dir.clone(),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    fn route(&self, path: &str, listener: Listener) -> Result<(&'static str, Handler), RouteError> {
+        match path {
+            "/healthz" => return Ok(("healthz", Handler::Health)),
+            "/readyz" => return Ok(("readyz", Handler::Ready)),
+            "/metrics" if listener != (Listener::Main { metrics: false }) => {
+                return Ok(("metrics", Handler::Metrics));
+            }
+            _ => {}
+        }
+        if listener == Listener::Metrics {
+            return Err(RouteError::NotFound);
+        }
+        if path.starts_with("/admin/") {
+            route::parse_admin(path).map(|a| (a.kind(), Handler::Admin(a)))
+        } else {
+            route::parse(path).map(|e| (e.kind(), Handler::Registry(e)))
+        }
+    }
+
+    /// Ready: the index answers, the data directory takes writes, and the
+    /// server is not shutting down.
+    async fn readiness(&self) -> Response<Body> {
+        let index = self
+            .api
+            .registry
+            .index()
+            .totals()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let probe = self.data_dir.join("uploads").join(".ready-probe");
+        let disk = std::fs::write(&probe, b"ok")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| e.to_string());
+        let stopping = self.shutting_down.load(Ordering::Relaxed);
+        let ready = index.is_ok() && disk.is_ok() && !stopping;
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json_reply(
+            status,
+            json!({
+                "ready": ready,
+                "index": index.err().unwrap_or_else(|| "ok".into()),
+                "data_dir": disk.err().unwrap_or_else(|| "ok".into()),
+                "shutting_down": stopping,
+            }),
+        )
+    }
+
+    async fn dispatch(
+        &self,
+        handler: Handler,
+        req: Request<body::ReqBody>,
+    ) -> Result<Response<Body>, ApiError> {
+        match handler {
+            Handler::Registry(e) => self.api.handle(e, req).await,
+            Handler::Admin(a) => self.admin.handle(a, req).await,
+            Handler::Health => Ok(json_reply(StatusCode::OK, json!({"status": "ok"}))),
+            Handler::Ready => Ok(self.readiness().await),
+            Handler::Metrics => {
+                let text = self
+                    .metrics
+                    .render(self.api.registry.index().as_ref())
+                    .await?;
+                let mut res = Response::new(body::full(text));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(res)
+            }
         }
     }
 
@@ -99,60 +231,69 @@ impl App {
     pub async fn serve(
         self: Arc<Self>,
         req: Request<Incoming>,
+        peer: SocketAddr,
+        listener: Listener,
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let head = method == Method::HEAD;
-        let routed = if path.starts_with("/admin/") {
-            route::parse_admin(&path).map(|a| (a.kind(), Handler::Admin(a)))
-        } else {
-            route::parse(&path).map(|e| (e.kind(), Handler::Registry(e)))
-        };
-        let (kind, result) = match routed {
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128)
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let mut req = req.map(|b| Counted::new(b, self.metrics.received_bytes.clone()));
+        req.extensions_mut().insert(Actor(peer.ip().to_string()));
+        let (kind, result) = match self.route(&path, listener) {
             Ok((kind, handler)) => {
-                let handled = match handler {
-                    Handler::Registry(e) => {
-                        AssertUnwindSafe(self.api.handle(e, req))
-                            .catch_unwind()
-                            .await
-                    }
-                    Handler::Admin(a) => {
-                        AssertUnwindSafe(self.admin.handle(a, req))
-                            .catch_unwind()
-                            .await
-                    }
-                };
-                let handled = handled.unwrap_or_else(|_| {
-                    Err(ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        ErrorCode::Internal,
-                        "internal error; the server log has the details",
-                    ))
-                });
+                let handled = AssertUnwindSafe(self.dispatch(handler, req))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            ErrorCode::Internal,
+                            "internal error; the server log has the details",
+                        ))
+                    });
                 (kind, handled)
             }
             Err(RouteError::NotFound) => ("unknown", Err(ApiError::not_found())),
             Err(RouteError::Invalid(e)) => ("invalid", Err(route_error(&method, e))),
         };
-        let mut res = result.unwrap_or_else(|e| e.into_response(head));
-        res.headers_mut()
+        let res = result.unwrap_or_else(|e| e.into_response(head));
+        let (mut parts, body) = res.into_parts();
+        parts
+            .headers
             .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            parts.headers.insert("x-request-id", v);
+        }
+        let took = started.elapsed();
+        let status = parts.status.as_u16();
+        self.metrics.request(method.as_str(), kind, status, took);
+        let bytes = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
         tracing::info!(
             method = %method,
             route = kind,
             path = %path,
-            status = res.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
+            status,
+            bytes,
+            micros = took.as_micros() as u64,
+            request_id = %request_id,
+            client = %peer,
             "request"
         );
-        Ok(res)
+        let body = Counted::new(body, self.metrics.sent_bytes.clone()).boxed_unsync();
+        Ok(Response::from_parts(parts, body))
     }
-}
-
-enum Handler {
-    Registry(route::Endpoint),
-    Admin(route::Admin),
 }
 
 /// A malformed path parameter. A tag that cannot exist is "unknown" when
@@ -166,18 +307,17 @@ fn route_error(method: &Method, e: Error) -> ApiError {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
-/// requests finish for up to `grace`.
+/// Serves `app` on `listener` until `shutdown` is cancelled, then lets
+/// in-flight requests finish for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
-    shutdown: impl Future<Output = ()>,
+    kind: Listener,
+    shutdown: CancellationToken,
     grace: std::time::Duration,
 ) -> anyhow::Result<()> {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
-    let service = tower::service_fn(move |req: Request<Incoming>| app.clone().serve(req));
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -192,9 +332,11 @@ pub async fn serve(
                 };
                 // Small responses must not wait for delayed ACKs (Nagle).
                 let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = tower::service_fn(move |req: Request<Incoming>| app.clone().serve(req, peer, kind));
                 let conn = builder.serve_connection_with_upgrades(
                     TokioIo::new(stream),
-                    TowerToHyperService::new(service.clone()),
+                    TowerToHyperService::new(service),
                 );
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
@@ -203,11 +345,12 @@ pub async fn serve(
                     }
                 });
             }
-            () = &mut shutdown => break,
+            () = shutdown.cancelled() => break,
         }
     }
+    app.shutting_down.store(true, Ordering::Relaxed);
     drop(listener);
-    tracing::info!("shutting down: waiting for in-flight requests");
+    tracing::info!(?kind, "shutting down: waiting for in-flight requests");
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

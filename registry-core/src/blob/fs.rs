@@ -3,7 +3,8 @@
 //! Layout under the data directory:
 //! - `blobs/<algorithm>/<first two hex>/<hex>`: committed blobs;
 //! - `uploads/<id>`: in-progress uploads;
-//! - `trash/`: blobs a garbage collection moved out, deleted afterwards.
+//! - `trash/`: blobs a garbage collection moved out, deleted afterwards;
+//! - `quarantine/`: blobs an integrity check found corrupt.
 //!
 //! Writes go: append to the upload file (hashing as bytes arrive), fsync,
 //! rename into the content address, fsync the directory. Only then does the
@@ -299,6 +300,22 @@ impl BlobStore for FsBlobStore {
             fs::create_dir_all(dir)?;
             not_found_as_none(fs::rename(&from, &to))?;
             fsync_dir(dir)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn quarantine(&self, digest: &Digest) -> Result<()> {
+        let from = self.blob_path(digest);
+        let dir = self.root.join("quarantine");
+        let to = dir.join(format!(
+            "{}-{}",
+            digest.algorithm().as_str(),
+            digest.encoded()
+        ));
+        blocking(move || {
+            fs::create_dir_all(&dir)?;
+            not_found_as_none(fs::rename(&from, &to))?;
             Ok(())
         })
         .await

@@ -83,6 +83,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// The blobs in the trash.
     async fn list_trash(&self) -> Result<Vec<Digest>>;
 
+    /// Moves a blob whose bytes are corrupt out of its content address into
+    /// a quarantine area, kept for inspection.
+    async fn quarantine(&self, digest: &Digest) -> Result<()>;
+
     /// Deletes everything in the trash; returns how many files were removed.
     async fn empty_trash(&self) -> Result<u64>;
 

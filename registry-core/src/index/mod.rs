@@ -9,6 +9,7 @@
 //! planned): the HTTP layer and the garbage collector only use `dyn Index`.
 //! [`RedbIndex`] is the embedded implementation.
 
+mod recount;
 mod redb;
 mod tables;
 
@@ -130,6 +131,43 @@ pub struct Collected {
     pub freed: Vec<UnreferencedBlob>,
 }
 
+/// One entry of the activity log: who did what to which repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Assigned by the index: increasing, newest highest.
+    #[serde(default)]
+    pub id: u64,
+    /// Unix ms; the index fills it in when 0.
+    #[serde(default)]
+    pub time_ms: u64,
+    /// The user name, or the client address when there is no login.
+    pub actor: String,
+    /// `push`, `tag_delete`, `manifest_delete`, `blob_delete`,
+    /// `repository_delete`, `gc_run`.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The tag, when the action named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Anything else worth keeping (e.g. a GC run's savings).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
+}
+
+/// Which activity entries to list: newest first, before `before` (an id, the
+/// cursor of the previous page), at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityQuery {
+    pub repository: Option<String>,
+    pub action: Option<String>,
+    pub since_ms: Option<u64>,
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     // ---- reads: never blocked by writers ----
@@ -228,7 +266,7 @@ pub trait Index: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// Removes a tag; the manifest stays.
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Digest>;
 
     /// Removes a manifest from `repo`, with every tag pointing at it, and
     /// drops the reference counts it held. Refused (`Conflict`) while an
@@ -282,6 +320,33 @@ pub trait Index: Send + Sync + 'static {
 
     /// The newest `limit` run reports, newest first.
     async fn gc_runs(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
+
+    // ---- integrity ----
+
+    /// Every blob row in digest order, starting after `after` (a full walk:
+    /// integrity checks only).
+    async fn blobs_page(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Digest, BlobInfo)>>;
+
+    /// Recomputes every derived record (reference counts, reverse tables,
+    /// repository counters, totals) from the primary ones; returns each
+    /// disagreement, and with `repair` rewrites the derived records.
+    async fn recount(&self, repair: bool) -> Result<Vec<String>>;
+
+    /// Forgets a blob whose bytes are gone or corrupt, with every manifest
+    /// referencing it (and the indexes listing those); returns them.
+    async fn drop_blob(&self, digest: &Digest) -> Result<Vec<RemovedManifest>>;
+
+    // ---- activity log ----
+
+    /// Appends an entry, keeping at most `retain` entries; returns its id.
+    async fn record_activity(&self, entry: Activity, retain: u64) -> Result<u64>;
+
+    /// Entries matching `query`, newest first.
+    async fn activity(&self, query: &ActivityQuery) -> Result<Vec<Activity>>;
 
     /// A setting changed at run time.
     async fn setting(&self, key: &str) -> Result<Option<String>>;

@@ -18,13 +18,14 @@ use tokio::sync::oneshot;
 
 use super::tables::{self, META, ManifestRow, SCHEMA_VERSION, TOTALS, W, dec};
 use super::{
-    BlobInfo, Collected, DanglingManifest, Index, ManifestInfo, Page, Referrer, RemovedManifest,
-    Totals, UnreferencedBlob, Upload,
+    Activity, ActivityQuery, BlobInfo, Collected, DanglingManifest, Index, ManifestInfo, Page,
+    Referrer, RemovedManifest, Totals, UnreferencedBlob, Upload,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::ParsedManifest;
 use crate::names::{Reference, RepoName, Tag};
+use crate::observe::{NoObserver, Observer};
 
 /// Most jobs one group commit takes; the rest wait for the next.
 const MAX_GROUP: usize = 512;
@@ -58,6 +59,11 @@ pub struct RedbIndex {
 impl RedbIndex {
     /// Opens (creating if needed) the index file at `path`.
     pub fn open(path: &Path) -> Result<RedbIndex> {
+        RedbIndex::open_observed(path, Arc::new(NoObserver))
+    }
+
+    /// Opens the index, reporting every group commit to `observer`.
+    pub fn open_observed(path: &Path, observer: Arc<dyn Observer>) -> Result<RedbIndex> {
         let db = Database::create(path).map_err(Error::storage)?;
         {
             let txn = db.begin_write()?;
@@ -85,13 +91,27 @@ impl RedbIndex {
         let writer_db = db.clone();
         let writer = std::thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || writer_loop(&writer_db, &rx))
+            .spawn(move || writer_loop(&writer_db, &rx, observer.as_ref()))
             .map_err(Error::Io)?;
         Ok(RedbIndex {
             db,
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
         })
+    }
+
+    /// Overwrites a blob's reference count, bypassing every rule: only for
+    /// tests of the integrity check, which must find and repair it.
+    #[doc(hidden)]
+    pub async fn corrupt_refcount_for_tests(&self, digest: &Digest, refs: u64) -> Result<()> {
+        let d = digest.to_string();
+        self.write(move |w| {
+            let mut row = w.blob_row(&d)?.ok_or(Error::BlobUnknown(d.parse()?))?;
+            row.refs = refs;
+            w.blobs.insert(d.as_str(), tables::enc(&row).as_slice())?;
+            Ok(())
+        })
+        .await
     }
 
     /// Stops the writer after the queued jobs are committed.
@@ -162,7 +182,7 @@ impl Drop for RedbIndex {
     }
 }
 
-fn writer_loop(db: &Database, rx: &mpsc::Receiver<Queued>) {
+fn writer_loop(db: &Database, rx: &mpsc::Receiver<Queued>, observer: &dyn Observer) {
     let mut carried: Option<Queued> = None;
     loop {
         let first = match carried.take() {
@@ -185,7 +205,12 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Queued>) {
             }
         }
         let mut completions = Vec::with_capacity(group.len());
+        let writes = group.len();
+        let started = std::time::Instant::now();
         let outcome = run_group(db, group, &mut completions, first.what_if);
+        if !first.what_if {
+            observer.index_commit(started.elapsed(), writes);
+        }
         for c in completions {
             c(outcome.clone());
         }
@@ -506,9 +531,11 @@ impl Index for RedbIndex {
             .await
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Digest> {
         let (repo, tag) = (repo.to_string(), tag.to_string());
-        self.write(move |w| w.delete_tag(&repo, &tag)).await
+        self.write(move |w| w.delete_tag(&repo, &tag))
+            .await?
+            .parse()
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
@@ -658,6 +685,82 @@ impl Index for RedbIndex {
         for e in t.iter()?.rev().take(limit) {
             let (k, v) = e?;
             out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    async fn blobs_page(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Digest, BlobInfo)>> {
+        let txn = self.read()?;
+        let t = txn.open_table(tables::BLOBS)?;
+        let start = after.map_or("", |d| d.as_str());
+        let mut out = Vec::new();
+        for e in t.range(start..)? {
+            let (k, v) = e?;
+            if after.is_some_and(|a| a.as_str() == k.value()) {
+                continue;
+            }
+            if out.len() == limit {
+                break;
+            }
+            let row: tables::BlobRow = dec(v.value())?;
+            out.push((k.value().parse()?, tables::blob_info(&row)));
+        }
+        Ok(out)
+    }
+
+    async fn recount(&self, repair: bool) -> Result<Vec<String>> {
+        if repair {
+            self.write(move |w| w.recount(true)).await
+        } else {
+            self.what_if(move |w| w.recount(false)).await
+        }
+    }
+
+    async fn drop_blob(&self, digest: &Digest) -> Result<Vec<RemovedManifest>> {
+        let d = digest.to_string();
+        let removed = self.write(move |w| w.drop_blob(&d)).await?;
+        removed
+            .into_iter()
+            .map(|(repo, digest, size)| {
+                Ok(RemovedManifest {
+                    repository: repo.parse()?,
+                    digest: digest.parse()?,
+                    size,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_activity(&self, entry: Activity, retain: u64) -> Result<u64> {
+        self.write(move |w| w.record_activity(entry, retain)).await
+    }
+
+    async fn activity(&self, q: &ActivityQuery) -> Result<Vec<Activity>> {
+        let txn = self.read()?;
+        let t = txn.open_table(tables::ACTIVITY)?;
+        let mut out = Vec::new();
+        for e in t.range(..q.before.unwrap_or(u64::MAX))?.rev() {
+            if out.len() >= q.limit {
+                break;
+            }
+            let (_, v) = e?;
+            let a: Activity = serde_json::from_slice(v.value())
+                .map_err(|e| Error::Storage(format!("corrupt activity entry: {e}")))?;
+            if q.since_ms.is_some_and(|s| a.time_ms < s) {
+                break; // older entries only from here on
+            }
+            let keep = q
+                .repository
+                .as_ref()
+                .is_none_or(|r| a.repository.as_ref() == Some(r))
+                && q.action.as_ref().is_none_or(|x| &a.action == x);
+            if keep {
+                out.push(a);
+            }
         }
         Ok(out)
     }

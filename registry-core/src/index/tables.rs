@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{BlobInfo, Totals, Upload};
+use super::{Activity, BlobInfo, Totals, Upload};
 use crate::error::{Error, Result};
 use crate::manifest::{Kind, ParsedManifest};
 
@@ -55,6 +55,8 @@ pub const DANGLING: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new(
 pub const GC_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("gc_runs");
 /// name -> value: settings changed at run time (e.g. the GC schedule)
 pub const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
+/// sequence number -> an activity entry (JSON), oldest first
+pub const ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RepoRow {
@@ -218,6 +220,7 @@ pub struct W<'t> {
     pub dangling: Table<'t, (&'static str, &'static str), &'static [u8]>,
     pub gc_runs: Table<'t, u64, &'static [u8]>,
     pub settings: Table<'t, &'static str, &'static str>,
+    pub activity: Table<'t, u64, &'static [u8]>,
     pub now_ms: u64,
     /// Blobs whose reference count dropped to zero in this transaction, in
     /// order (what-if transactions and collections report them).
@@ -243,6 +246,7 @@ impl<'t> W<'t> {
             dangling: txn.open_table(DANGLING)?,
             gc_runs: txn.open_table(GC_RUNS)?,
             settings: txn.open_table(SETTINGS)?,
+            activity: txn.open_table(ACTIVITY)?,
             now_ms,
             freed: Vec::new(),
         })
@@ -360,7 +364,7 @@ impl<'t> W<'t> {
     /// Puts a manifest into, or takes it out of, the dangling table after
     /// anything that can change whether something keeps it: its tags, the
     /// indexes listing it, its subject's presence, its own existence.
-    fn refresh_dangling(&mut self, repo: &str, digest: &str) -> Result<()> {
+    pub(super) fn refresh_dangling(&mut self, repo: &str, digest: &str) -> Result<()> {
         let state = match self.manifest_row(repo, digest)? {
             Some(row) if row.tags == 0 && row.parents == 0 => match &row.subject {
                 Some(subject) if self.manifest_row(repo, subject)?.is_some() => None,
@@ -664,14 +668,16 @@ impl<'t> W<'t> {
         self.refresh_dangling(repo, digest)
     }
 
-    pub fn delete_tag(&mut self, repo: &str, tag: &str) -> Result<()> {
+    /// Removes a tag; returns the digest it pointed at.
+    pub fn delete_tag(&mut self, repo: &str, tag: &str) -> Result<String> {
         let old: TagRow = match self.tags.remove((repo, tag))? {
             Some(g) => dec(g.value())?,
             None => return Err(Error::ManifestUnknown),
         };
         self.untag_manifest(repo, &old.digest, tag)?;
         self.adjust_repo(repo, |r| r.tags -= 1)?;
-        self.bump("tags", -1)
+        self.bump("tags", -1)?;
+        Ok(old.digest)
     }
 
     pub fn delete_manifest(&mut self, repo: &str, digest: &str) -> Result<()> {
@@ -730,6 +736,99 @@ impl<'t> W<'t> {
         }
         Ok(())
     }
+    // ---- integrity repair ----
+
+    fn manifests_in(&self, repo: &str) -> Result<Vec<(String, ManifestRow)>> {
+        let mut out = Vec::new();
+        for e in self.manifests.range((repo, "")..)? {
+            let (k, v) = e?;
+            let (kr, digest) = k.value();
+            if kr != repo {
+                break;
+            }
+            out.push((digest.to_owned(), dec(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Deletes a manifest after every index in its repository that lists it
+    /// (recursively), appending each removal to `removed`.
+    fn delete_with_parents(
+        &mut self,
+        repo: &str,
+        digest: &str,
+        removed: &mut Vec<(String, String, u64)>,
+    ) -> Result<()> {
+        let Some(row) = self.manifest_row(repo, digest)? else {
+            return Ok(());
+        };
+        if row.parents > 0 {
+            let parents: Vec<String> = self
+                .manifests_in(repo)?
+                .into_iter()
+                .filter(|(_, m)| m.children.iter().any(|c| c == digest))
+                .map(|(d, _)| d)
+                .collect();
+            for p in parents {
+                self.delete_with_parents(repo, &p, removed)?;
+            }
+        }
+        self.delete_manifest(repo, digest)?;
+        removed.push((repo.to_owned(), digest.to_owned(), row.size));
+        Ok(())
+    }
+
+    /// Forgets a blob whose bytes are gone or corrupt: every manifest that
+    /// references it goes first (with the indexes listing them), so no
+    /// count is left pointing at nothing; then its rows and links. Returns
+    /// the manifests removed: the images a re-push must restore.
+    pub fn drop_blob(&mut self, digest: &str) -> Result<Vec<(String, String, u64)>> {
+        let mut removed = Vec::new();
+        for repo in keys_under(&self.links_by_blob, digest)? {
+            let users: Vec<String> = self
+                .manifests_in(&repo)?
+                .into_iter()
+                .filter(|(_, m)| m.blobs.iter().any(|b| b == digest))
+                .map(|(d, _)| d)
+                .collect();
+            for m in users {
+                self.delete_with_parents(&repo, &m, &mut removed)?;
+            }
+        }
+        if let Some(mut row) = self.blob_row(digest)? {
+            // A count a recount would not explain must not keep the row alive.
+            if row.refs > 0 {
+                row.refs = 0;
+                self.blobs.insert(digest, enc(&row).as_slice())?;
+                if self.unreferenced.get(digest)?.is_none() {
+                    self.unreferenced.insert(digest, self.now_ms)?;
+                    self.bump("unreferenced_blobs", 1)?;
+                    self.bump("unreferenced_bytes", row.size as i64)?;
+                }
+            }
+            self.remove_blobs(&[digest.to_owned()], u64::MAX)?;
+        }
+        Ok(removed)
+    }
+
+    // ---- activity log ----
+
+    /// Appends an entry (numbered and timed here) and drops the oldest ones
+    /// beyond `retain`.
+    pub fn record_activity(&mut self, mut entry: Activity, retain: u64) -> Result<u64> {
+        let id = self.activity.last()?.map_or(0, |(k, _)| k.value()) + 1;
+        entry.id = id;
+        if entry.time_ms == 0 {
+            entry.time_ms = self.now_ms;
+        }
+        let json = serde_json::to_vec(&entry).expect("activity serializes");
+        self.activity.insert(id, json.as_slice())?;
+        while self.activity.len()? > retain.max(1) {
+            self.activity.pop_first()?;
+        }
+        Ok(id)
+    }
+
     // ---- garbage collection ----
 
     /// The blobs freed so far in this transaction that are still
@@ -830,7 +929,9 @@ impl<'t> W<'t> {
         digest: &str,
     ) -> Result<()> {
         match tag {
-            Some(tag) => self.delete_tag(repo, tag)?,
+            Some(tag) => {
+                self.delete_tag(repo, tag)?;
+            }
             None => {
                 let row = self
                     .manifest_row(repo, digest)?

@@ -17,6 +17,8 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub struct Server {
     child: Option<Child>,
     pub url: String,
+    /// Where `/metrics` is served when started with `--metrics-addr`.
+    pub metrics_url: Option<String>,
     pub root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
@@ -59,9 +61,8 @@ impl Server {
             .spawn()
             .expect("start registry");
         let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut first)
-            .expect("read listen line");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        reader.read_line(&mut first).expect("read listen line");
         let url = first
             .trim()
             .strip_prefix("registry listening on ")
@@ -72,9 +73,19 @@ impl Server {
                 )
             })
             .to_owned();
+        // A separate metrics listener announces itself on the next line.
+        let metrics_url = args.iter().any(|a| a == "--metrics-addr").then(|| {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read metrics line");
+            line.trim()
+                .strip_prefix("metrics listening on ")
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .to_owned()
+        });
         Server {
             child: Some(child),
             url,
+            metrics_url,
             root,
             _tmp: None,
             args,
@@ -112,6 +123,7 @@ impl Server {
         self.kill();
         let fresh = Server::spawn(self.root.clone(), self.args.clone());
         self.url = fresh.url.clone();
+        self.metrics_url = fresh.metrics_url.clone();
         self.child = fresh.into_child();
     }
 

@@ -1,0 +1,22 @@
+//! Hooks through which the core reports what operators measure (commit
+//! latency, fence durations, fenced writes) without knowing how they are
+//! exported: the HTTP crate turns them into Prometheus metrics.
+
+use std::time::Duration;
+
+pub trait Observer: Send + Sync + 'static {
+    /// One group commit of the index: how long `commit` took and how many
+    /// writes it carried.
+    fn index_commit(&self, _took: Duration, _writes: usize) {}
+
+    /// The garbage-collection write fence was closed for `took`.
+    fn fence_closed(&self, _took: Duration) {}
+
+    /// A write met the closed fence; `refused` if it gave up waiting.
+    fn write_fenced(&self, _refused: bool) {}
+}
+
+/// Reports nowhere (tests, offline commands).
+pub struct NoObserver;
+
+impl Observer for NoObserver {}

@@ -1,0 +1,239 @@
+//! Prometheus metrics, on an explicit registry (so tests read the same
+//! one). Request counters and histograms are updated as requests finish;
+//! storage and reclaimable gauges are read from the index's running totals
+//! at scrape time (no scan); the core and the collector report commits,
+//! fences and runs through their observer hooks.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use registry_core::Result;
+use registry_core::index::Index;
+use registry_core::observe::Observer;
+use registry_gc::collector::GcObserver;
+use registry_gc::{RunReport, RunState};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub received_bytes: IntCounter,
+    pub sent_bytes: IntCounter,
+    uploads: IntGauge,
+    repositories: IntGauge,
+    manifests: IntGauge,
+    tags: IntGauge,
+    blobs: IntGauge,
+    blob_bytes: IntGauge,
+    gc_runs: IntCounterVec,
+    gc_run_duration: Histogram,
+    gc_fence_duration: Histogram,
+    gc_fenced_writes: IntCounterVec,
+    gc_deleted: IntCounterVec,
+    gc_freed_bytes: IntCounter,
+    gc_reclaimable_bytes: IntGauge,
+    gc_reclaimable_blobs: IntGauge,
+    index_commit_duration: Histogram,
+    index_commit_writes: Histogram,
+}
+
+/// Latency buckets from 100 µs to 30 s.
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0,
+    ]
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let counter =
+            |name: &str, help: &str| register(&r, IntCounter::new(name, help).expect("metric"));
+        let gauge =
+            |name: &str, help: &str| register(&r, IntGauge::new(name, help).expect("metric"));
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("metric"),
+            )
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            register(
+                &r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                    .expect("metric"),
+            )
+        };
+        Metrics {
+            requests: counter_vec(
+                "berth_http_requests_total",
+                "HTTP requests answered, by method, route kind and status.",
+                &["method", "route", "status"],
+            ),
+            request_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "berth_http_request_duration_seconds",
+                        "Time to answer a request (until the response headers), by route kind.",
+                    )
+                    .buckets(latency_buckets()),
+                    &["route"],
+                )
+                .expect("metric"),
+            ),
+            received_bytes: counter(
+                "berth_http_received_bytes_total",
+                "Request body bytes received.",
+            ),
+            sent_bytes: counter("berth_http_sent_bytes_total", "Response body bytes sent."),
+            uploads: gauge("berth_uploads_in_progress", "Open blob upload sessions."),
+            repositories: gauge(
+                "berth_storage_repositories",
+                "Repositories holding anything.",
+            ),
+            manifests: gauge(
+                "berth_storage_manifests",
+                "Manifests stored (per repository).",
+            ),
+            tags: gauge("berth_storage_tags", "Tags."),
+            blobs: gauge("berth_storage_blobs", "Blobs stored."),
+            blob_bytes: gauge("berth_storage_blob_bytes", "Bytes of blobs stored."),
+            gc_runs: counter_vec(
+                "berth_gc_runs_total",
+                "Garbage collection runs finished, by outcome and whether they were dry runs.",
+                &["outcome", "dry_run"],
+            ),
+            gc_run_duration: histogram(
+                "berth_gc_run_duration_seconds",
+                "Duration of garbage collection runs.",
+                latency_buckets(),
+            ),
+            gc_fence_duration: histogram(
+                "berth_gc_fence_duration_seconds",
+                "How long each garbage collection write fence was closed.",
+                latency_buckets(),
+            ),
+            gc_fenced_writes: counter_vec(
+                "berth_gc_fenced_writes_total",
+                "Writes that met a closed fence: waited (then went through) or refused (503).",
+                &["result"],
+            ),
+            gc_deleted: counter_vec(
+                "berth_gc_deleted_total",
+                "Items deleted by garbage collection, by kind (blob, manifest, upload).",
+                &["kind"],
+            ),
+            gc_freed_bytes: counter(
+                "berth_gc_freed_bytes_total",
+                "Blob bytes freed by garbage collection.",
+            ),
+            gc_reclaimable_bytes: gauge(
+                "berth_gc_reclaimable_bytes",
+                "Bytes of blobs nothing references now (collected once their grace period is over).",
+            ),
+            gc_reclaimable_blobs: gauge(
+                "berth_gc_reclaimable_blobs",
+                "Blobs nothing references now.",
+            ),
+            index_commit_duration: histogram(
+                "berth_index_commit_duration_seconds",
+                "Duration of index group commits (including the fsync).",
+                latency_buckets(),
+            ),
+            index_commit_writes: histogram(
+                "berth_index_commit_writes",
+                "Writes carried by one index group commit.",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            ),
+            registry: r,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The text exposition, with the storage gauges refreshed from the index.
+    pub async fn render(&self, index: &dyn Index) -> Result<String> {
+        let t = index.totals().await?;
+        let set = |g: &IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        set(&self.uploads, t.uploads);
+        set(&self.repositories, t.repositories);
+        set(&self.manifests, t.manifests);
+        set(&self.tags, t.tags);
+        set(&self.blobs, t.blobs);
+        set(&self.blob_bytes, t.blob_bytes);
+        set(&self.gc_reclaimable_bytes, t.unreferenced_bytes);
+        set(&self.gc_reclaimable_blobs, t.unreferenced_blobs);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
+        Ok(String::from_utf8(out).expect("utf-8"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Observer for Metrics {
+    fn index_commit(&self, took: Duration, writes: usize) {
+        self.index_commit_duration.observe(took.as_secs_f64());
+        self.index_commit_writes.observe(writes as f64);
+    }
+
+    fn fence_closed(&self, took: Duration) {
+        self.gc_fence_duration.observe(took.as_secs_f64());
+    }
+
+    fn write_fenced(&self, refused: bool) {
+        let result = if refused { "refused" } else { "waited" };
+        self.gc_fenced_writes.with_label_values(&[result]).inc();
+    }
+}
+
+impl GcObserver for Metrics {
+    fn run_finished(&self, r: &RunReport) {
+        let outcome = if r.state == RunState::Succeeded {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        self.gc_runs
+            .with_label_values(&[outcome, if r.dry_run { "true" } else { "false" }])
+            .inc();
+        self.gc_run_duration.observe(r.duration_ms as f64 / 1000.0);
+        if !r.dry_run {
+            self.gc_deleted
+                .with_label_values(&["blob"])
+                .inc_by(r.blobs_deleted);
+            self.gc_deleted
+                .with_label_values(&["manifest"])
+                .inc_by(r.manifests_deleted);
+            self.gc_deleted
+                .with_label_values(&["upload"])
+                .inc_by(r.uploads_deleted);
+            self.gc_freed_bytes.inc_by(r.bytes_freed);
+        }
+    }
+}
