@@ -326,7 +326,8 @@ async fn gc(args: GcArgs) -> anyhow::Result<bool> {
         })?;
         store.recover().await?;
         let collector = Collector::new(store.registry.clone(), config.gc.clone(), false).await?;
-        let report = collector.run_to_end(request(&args), "offline").await?;
+        let id = collector.start(request(&args), "offline", "offline")?;
+        let report = follow_offline_run(&collector, id).await?;
         store.index.close();
         report
     } else {
@@ -334,6 +335,45 @@ async fn gc(args: GcArgs) -> anyhow::Result<bool> {
     };
     print_report(&report, args.json);
     Ok(report.state == RunState::Succeeded)
+}
+
+/// Follows an offline run: a spinner with the phase and counts on a
+/// terminal, a log line a second otherwise.
+async fn follow_offline_run(collector: &Collector, id: u64) -> anyhow::Result<RunReport> {
+    let spinner = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.enable_steady_tick(Duration::from_millis(120));
+        s
+    });
+    let started = std::time::Instant::now();
+    let mut last_log = std::time::Instant::now();
+    loop {
+        let r = collector.run(id).await?.context("the run disappeared")?;
+        let line = format!(
+            "{}: {} blobs ({}), {} manifests, {} uploads",
+            r.phase,
+            r.blobs_deleted,
+            human_bytes(r.bytes_freed),
+            r.manifests_deleted,
+            r.uploads_deleted
+        );
+        if r.is_finished() {
+            if let Some(s) = &spinner {
+                s.finish_and_clear();
+            }
+            return Ok(r);
+        }
+        match &spinner {
+            Some(s) => s.set_message(line),
+            None if last_log.elapsed() >= Duration::from_secs(1) => {
+                let rate = r.blobs_deleted as f64 / started.elapsed().as_secs_f64().max(0.001);
+                tracing::info!(progress = %line, rate = format!("{rate:.0} blobs/s"), "gc");
+                last_log = std::time::Instant::now();
+            }
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Starts a run on a running server and follows it to the end.
