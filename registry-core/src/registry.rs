@@ -62,6 +62,10 @@ pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     limits: Limits,
     fence: Fence,
+    /// Whether a manifest may reference blobs stored only in other
+    /// repositories (they are linked in). Off when access is controlled:
+    /// a digest must not be a key to another repository's content.
+    link_foreign_blobs: bool,
     /// One lock per active upload session, so two requests on the same
     /// session cannot interleave their appends.
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -106,8 +110,16 @@ impl Registry {
             blobs,
             limits,
             fence: Fence::observed(fence_wait, observer),
+            link_foreign_blobs: true,
             upload_locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Refuses manifests referencing blobs not visible in their repository
+    /// (instead of linking blobs stored elsewhere).
+    pub fn without_foreign_blob_links(mut self) -> Registry {
+        self.link_foreign_blobs = false;
+        self
     }
 
     pub fn index(&self) -> &Arc<dyn Index> {
@@ -423,6 +435,13 @@ impl Registry {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
+        if !self.link_foreign_blobs {
+            for b in &parsed.blobs {
+                if self.index.blob_in_repo(repo, &b.digest).await?.is_none() {
+                    return Err(Error::ManifestBlobUnknown(b.digest.clone()));
+                }
+            }
+        }
         let _pass = self.fence.pass().await?;
         self.index.put_manifest(repo, &parsed, body, tag).await?;
         Ok(StoredManifest {

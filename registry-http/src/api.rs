@@ -13,6 +13,7 @@ use registry_core::{Digest, Error, ErrorCode, Reference, Registry, RepoName};
 use serde_json::Value;
 
 use crate::activity::{ActivityLog, Actor};
+use crate::auth::{Auth, Caller};
 use crate::body::{self, Body, ReqBody};
 use crate::error::ApiError;
 use crate::route::{Endpoint, Query};
@@ -36,6 +37,16 @@ pub struct Api {
     pub registry: Arc<Registry>,
     pub options: ApiOptions,
     pub activity: Arc<ActivityLog>,
+    pub auth: Arc<Auth>,
+}
+
+/// The caller a request was authorized for (everything allowed when the
+/// server put none there: no authentication configured).
+pub fn caller_of<B>(req: &Request<B>) -> Caller {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::open)
 }
 
 /// The actor a request was made by (see [`Actor`]).
@@ -178,11 +189,12 @@ impl Api {
         let head = req.method() == Method::HEAD;
         let query = Query::parse(req.uri().query());
         let actor = actor_of(&req);
+        let caller = caller_of(&req);
         match (req.method().clone(), endpoint) {
             (Method::GET | Method::HEAD, Endpoint::Base) => {
                 Ok(Reply::new(StatusCode::OK).json(&serde_json::json!({}), "application/json"))
             }
-            (Method::GET, Endpoint::Catalog) => self.catalog(&query).await,
+            (Method::GET, Endpoint::Catalog) => self.catalog(&query, &caller).await,
             (Method::GET, Endpoint::Tags(repo)) => self.tags(&repo, &query).await,
             (Method::GET | Method::HEAD, Endpoint::Manifest(repo, r)) => {
                 self.get_manifest(&repo, &r, head).await
@@ -218,7 +230,9 @@ impl Api {
                     .await;
                 Ok(Reply::new(StatusCode::ACCEPTED).done())
             }
-            (Method::POST, Endpoint::Uploads(repo)) => self.post_upload(&repo, &query, req).await,
+            (Method::POST, Endpoint::Uploads(repo)) => {
+                self.post_upload(&repo, &query, req, &caller).await
+            }
             (Method::GET, Endpoint::Upload(repo, id)) => {
                 let offset = self.registry.upload_offset(&repo, &id).await?;
                 Ok(upload_reply(StatusCode::NO_CONTENT, &repo, &id, offset))
@@ -236,9 +250,13 @@ impl Api {
         }
     }
 
-    async fn catalog(&self, q: &Query) -> ApiResult {
+    async fn catalog(&self, q: &Query, caller: &Caller) -> ApiResult {
         let n = parse_n(q)?;
-        let page = self.registry.catalog(n, q.get("last")).await?;
+        let page = if caller.unrestricted {
+            self.registry.catalog(n, q.get("last")).await?
+        } else {
+            self.visible_catalog(n, q.get("last"), caller).await?
+        };
         let mut reply = Reply::new(StatusCode::OK);
         if let Some(link) = next_link("/v2/_catalog", &page, n) {
             reply = reply.header(header::LINK, link);
@@ -247,6 +265,35 @@ impl Api {
             &serde_json::json!({ "repositories": page.items }),
             "application/json",
         ))
+    }
+
+    /// A catalog page of only the repositories `caller` may pull.
+    async fn visible_catalog(
+        &self,
+        n: Option<usize>,
+        last: Option<&str>,
+        caller: &Caller,
+    ) -> Result<Page, Error> {
+        let want = n
+            .unwrap_or(registry_core::registry::MAX_PAGE)
+            .min(registry_core::registry::MAX_PAGE);
+        let mut items = Vec::new();
+        let mut after = last.map(str::to_owned);
+        while items.len() <= want && want > 0 {
+            let page = self.registry.catalog(None, after.as_deref()).await?;
+            for name in &page.items {
+                if self.auth.allowed(caller, name).pull {
+                    items.push(name.clone());
+                }
+            }
+            if !page.more {
+                break;
+            }
+            after = page.items.last().cloned();
+        }
+        let more = items.len() > want;
+        items.truncate(want);
+        Ok(Page { items, more })
     }
 
     async fn tags(&self, repo: &RepoName, q: &Query) -> ApiResult {
@@ -390,13 +437,37 @@ impl Api {
         Ok(reply.body(body::stream(stream)))
     }
 
-    async fn post_upload(&self, repo: &RepoName, q: &Query, req: Request<ReqBody>) -> ApiResult {
+    async fn post_upload(
+        &self,
+        repo: &RepoName,
+        q: &Query,
+        req: Request<ReqBody>,
+        caller: &Caller,
+    ) -> ApiResult {
         if let Some(mount) = q.get("mount") {
-            // A mount that cannot happen (bad arguments, unknown blob) falls
-            // back to an ordinary upload session, as the spec says.
+            // A mount that cannot happen (bad arguments, unknown blob, a
+            // source the caller may not pull) falls back to an ordinary
+            // upload session, as the spec says.
             let from = match q.get("from") {
-                Some(f) => f.parse::<RepoName>().ok().map(Some),
-                None => self.options.automatic_mount.then_some(None),
+                Some(f) => f
+                    .parse::<RepoName>()
+                    .ok()
+                    .filter(|f| self.auth.allowed(caller, f.as_str()).pull)
+                    .map(Some),
+                None if !self.options.automatic_mount => None,
+                None if caller.unrestricted => Some(None),
+                // Mount from a repository the caller may pull, if any.
+                None => match mount.parse::<Digest>() {
+                    Ok(d) => self
+                        .registry
+                        .index()
+                        .blob_repositories(&d, 100)
+                        .await?
+                        .into_iter()
+                        .find(|r| self.auth.allowed(caller, r.as_str()).pull)
+                        .map(Some),
+                    Err(_) => None,
+                },
             };
             if let (Ok(digest), Some(from)) = (mount.parse::<Digest>(), from)
                 && self

@@ -53,6 +53,13 @@ pub struct Config {
     pub limits: Limits,
     /// Serve `/metrics` (and health) on this address instead of the API's.
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the API over TLS on `addr` with these files.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// With TLS on `addr`, also serve plain HTTP here (loopback, or behind
+    /// a proxy that terminates TLS).
+    pub plain_addr: Option<SocketAddr>,
+    /// Authentication and authorization.
+    pub auth: crate::auth::AuthConfig,
     /// Most activity-log entries kept (oldest dropped first).
     pub activity_retention: u64,
     /// Garbage collection: grace period, fence wait, schedule, policies.
@@ -69,6 +76,9 @@ impl Default for Config {
             automatic_mount: true,
             limits: Limits::default(),
             metrics_addr: None,
+            tls: None,
+            plain_addr: None,
+            auth: crate::auth::AuthConfig::default(),
             activity_retention: 100_000,
             gc: registry_gc::GcConfig::default(),
         }
@@ -88,6 +98,11 @@ pub struct Overrides {
     pub gc_untagged: Option<Vec<registry_gc::UntaggedRule>>,
     pub gc_orphaned_referrers: Option<bool>,
     pub metrics_addr: Option<SocketAddr>,
+    /// `--htpasswd FILE`: Basic auth against the file (mode htpasswd unless
+    /// the configuration chose token).
+    pub htpasswd: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -129,6 +144,22 @@ impl Config {
         }
         if let Some(a) = overrides.metrics_addr {
             config.metrics_addr = Some(a);
+        }
+        if let Some(h) = &overrides.htpasswd {
+            config.auth.htpasswd = Some(h.clone());
+            if config.auth.mode == crate::auth::Mode::None {
+                config.auth.mode = crate::auth::Mode::Htpasswd;
+            }
+        }
+        match (&overrides.tls_cert, &overrides.tls_key) {
+            (Some(cert), Some(key)) => {
+                config.tls = Some(crate::tls::TlsConfig {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                });
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         }
         if let Some(b) = overrides.gc_orphaned_referrers {
             config.gc.orphaned_referrers = b;

@@ -6,9 +6,11 @@
 pub mod activity;
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod route;
 pub mod server;
+pub mod tls;

@@ -10,6 +10,7 @@ use registry_core::check::{CheckOptions, Progress};
 use registry_core::observe::NoObserver;
 use registry_gc::{Collector, RunReport, RunRequest, RunState, UntaggedRule};
 use registry_http::activity::{ActivityLog, GcEvents};
+use registry_http::auth::Auth;
 use registry_http::config::{Config, LogFormat, Overrides};
 use registry_http::metrics::Metrics;
 use registry_http::server::{self, App, Listener};
@@ -77,6 +78,16 @@ struct ServeArgs {
     /// Serve /metrics (and /healthz, /readyz) on this address instead.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Require HTTP Basic credentials from this htpasswd file (bcrypt,
+    /// `htpasswd -B`); every listed user may pull, push and delete.
+    #[arg(long)]
+    htpasswd: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// GC grace period: blobs uploaded, mounted or confirmed more recently
     /// are never collected (default 1h).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -158,6 +169,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         gc_untagged: (!args.gc_untagged.is_empty()).then_some(args.gc_untagged),
         gc_orphaned_referrers: args.gc_orphaned_referrers,
         metrics_addr: args.metrics_addr,
+        htpasswd: args.htpasswd,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     };
     let config = Config::load(args.store.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
@@ -183,57 +197,82 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         collector.set_schedule(s.as_deref()).await?;
     }
     collector.spawn_scheduler();
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .with_context(|| format!("binding {}", config.addr))?;
-    let addr = listener.local_addr()?;
+    let auth =
+        Arc::new(Auth::new(&config.auth, &config.data_dir).context("setting up authentication")?);
+    let tls = config
+        .tls
+        .as_ref()
+        .map(registry_http::tls::acceptor)
+        .transpose()
+        .context("setting up TLS")?;
+    let bind = |addr: std::net::SocketAddr, what: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr} for {what}"))
+    };
+    let listener = bind(config.addr, "the API").await?;
     let metrics_listener = match config.metrics_addr {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("binding {a} for metrics"))?,
-        ),
+        Some(a) => Some(bind(a, "metrics").await?),
         None => None,
     };
-    // The first line on stdout says where we listen (scripts and tests read
-    // it when they ask for port 0); everything else goes to the log.
-    println!("registry listening on http://{addr}");
+    let plain_listener = match (config.plain_addr, &tls) {
+        (Some(a), Some(_)) => Some(bind(a, "plain HTTP").await?),
+        (Some(_), None) => anyhow::bail!("plain_addr is only for use beside TLS on addr"),
+        _ => None,
+    };
+    // The first lines on stdout say where we listen (scripts and tests read
+    // them when they ask for port 0); everything else goes to the log.
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!(
+        "registry listening on {scheme}://{}",
+        listener.local_addr()?
+    );
     if let Some(l) = &metrics_listener {
         println!("metrics listening on http://{}", l.local_addr()?);
     }
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
+    if let Some(l) = &plain_listener {
+        println!("plain listening on http://{}", l.local_addr()?);
+    }
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        tls = tls.is_some(),
+        auth = ?auth.mode(),
+        data_dir = %config.data_dir.display(),
+        "serving"
+    );
     let app = Arc::new(App::new(
         store.registry.clone(),
         collector,
         metrics,
         activity,
+        auth,
         &config,
     ));
     let shutdown = CancellationToken::new();
     let main_kind = Listener::Main {
         metrics: metrics_listener.is_none(),
     };
-    let main = tokio::spawn(server::serve(
-        listener,
-        app.clone(),
-        main_kind,
-        shutdown.clone(),
-        config.shutdown_timeout,
-    ));
-    let side = metrics_listener.map(|l| {
+    let serve = |l, kind, tls| {
         tokio::spawn(server::serve(
             l,
             app.clone(),
-            Listener::Metrics,
+            kind,
+            tls,
             shutdown.clone(),
             config.shutdown_timeout,
         ))
-    });
+    };
+    let mut tasks = vec![serve(listener, main_kind, tls)];
+    if let Some(l) = metrics_listener {
+        tasks.push(serve(l, Listener::Metrics, None));
+    }
+    if let Some(l) = plain_listener {
+        tasks.push(serve(l, main_kind, None));
+    }
     server::shutdown_signal().await;
     shutdown.cancel();
-    main.await??;
-    if let Some(side) = side {
-        side.await??;
+    for t in tasks {
+        t.await??;
     }
     store.index.close();
     tracing::info!("stopped");

@@ -24,11 +24,13 @@ use registry_core::{Error, ErrorCode, Limits, Registry};
 use registry_gc::Collector;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::{ActivityLog, Actor};
 use crate::admin::AdminApi;
 use crate::api::{API_VERSION_HEADER, Api, ApiOptions};
+use crate::auth::{Actions, Auth, Need, Origin};
 use crate::body::{self, Body, Counted};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -44,11 +46,20 @@ pub enum Listener {
     Metrics,
 }
 
+/// What the server needs to know about an accepted connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub listener: Listener,
+    pub tls: bool,
+}
+
 /// Everything a request needs.
 pub struct App {
     pub api: Api,
     pub admin: AdminApi,
     pub metrics: Arc<Metrics>,
+    pub auth: Arc<Auth>,
     data_dir: PathBuf,
     shutting_down: AtomicBool,
 }
@@ -63,6 +74,7 @@ pub struct Store {
 /// Opens the blob directory and the index file under the data directory,
 /// reporting commits and fences to `observer`.
 pub fn open_store(config: &Config, observer: Arc<dyn Observer>) -> anyhow::Result<Store> {
+    let controlled = config.auth.mode != crate::auth::Mode::None;
     std::fs::create_dir_all(&config.data_dir)?;
     let blobs = Arc::new(FsBlobStore::open(&config.data_dir)?);
     let index = Arc::new(RedbIndex::open_observed(
@@ -76,13 +88,11 @@ pub fn open_store(config: &Config, observer: Arc<dyn Observer>) -> anyhow::Resul
             n => n,
         },
     };
-    let registry = Arc::new(Registry::new(
-        index.clone(),
-        blobs,
-        limits,
-        config.gc.fence_wait,
-        observer,
-    ));
+    let mut registry = Registry::new(index.clone(), blobs, limits, config.gc.fence_wait, observer);
+    if controlled {
+        registry = registry.without_foreign_blob_links();
+    }
+    let registry = Arc::new(registry);
     Ok(Store { registry, index })
 }
 
@@ -106,9 +116,41 @@ impl Store {
 enum Handler {
     Registry(route::Endpoint),
     Admin(route::Admin),
+    Token,
     Metrics,
     Health,
     Ready,
+}
+
+/// What authorization a request needs.
+fn need_of(handler: &Handler, method: &Method, query: Option<&str>) -> Need {
+    use route::Endpoint as E;
+    let repo = |r: &registry_core::RepoName, a: Actions| Need::Repository(r.to_string(), a);
+    match handler {
+        Handler::Token | Handler::Metrics | Handler::Health | Handler::Ready => Need::Open,
+        Handler::Admin(_) => Need::Admin,
+        Handler::Registry(e) => match e {
+            E::Base => Need::Login,
+            E::Catalog => Need::Catalog,
+            E::Tags(r) | E::Referrers(r, _) => repo(r, Actions::PULL),
+            E::Manifest(r, _) | E::Blob(r, _) => match *method {
+                Method::GET | Method::HEAD => repo(r, Actions::PULL),
+                Method::DELETE => repo(r, Actions::DELETE),
+                _ => repo(r, Actions::PUSH),
+            },
+            E::Uploads(r) => {
+                let q = route::Query::parse(query);
+                match (q.get("mount"), q.get("from")) {
+                    (Some(_), Some(from)) => Need::Mount {
+                        target: r.to_string(),
+                        from: from.to_owned(),
+                    },
+                    _ => repo(r, Actions::PUSH),
+                }
+            }
+            E::Upload(r, _) => repo(r, Actions::PUSH),
+        },
+    }
 }
 
 fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Body> {
@@ -128,6 +170,7 @@ impl App {
         collector: Arc<Collector>,
         metrics: Arc<Metrics>,
         activity: Arc<ActivityLog>,
+        auth: Arc<Auth>,
         config: &Config,
     ) -> App {
         App {
@@ -137,7 +180,9 @@ impl App {
                     automatic_mount: config.automatic_mount,
                 },
                 activity: activity.clone(),
+                auth: auth.clone(),
             },
+            auth,
             admin: AdminApi {
                 registry,
                 collector,
@@ -153,6 +198,7 @@ impl App {
         match path {
             "/healthz" => return Ok(("healthz", Handler::Health)),
             "/readyz" => return Ok(("readyz", Handler::Ready)),
+            "/auth/token" if listener != Listener::Metrics => return Ok(("token", Handler::Token)),
             "/metrics" if listener != (Listener::Main { metrics: false }) => {
                 return Ok(("metrics", Handler::Metrics));
             }
@@ -205,8 +251,29 @@ impl App {
         &self,
         handler: Handler,
         req: Request<body::ReqBody>,
+        peer: SocketAddr,
     ) -> Result<Response<Body>, ApiError> {
         match handler {
+            Handler::Token => {
+                let method = req.method().clone();
+                let headers = req.headers().clone();
+                let query = pairs(req.uri().query().unwrap_or("").as_bytes());
+                let form = if method == Method::POST {
+                    let bytes = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes())
+                        .unwrap_or_default();
+                    pairs(&bytes)
+                } else {
+                    Vec::new()
+                };
+                let body = self
+                    .auth
+                    .issue(&method, &headers, &query, &form, peer.ip())
+                    .await?;
+                Ok(json_reply(StatusCode::OK, body))
+            }
             Handler::Registry(e) => self.api.handle(e, req).await,
             Handler::Admin(a) => self.admin.handle(a, req).await,
             Handler::Health => Ok(json_reply(StatusCode::OK, json!({"status": "ok"}))),
@@ -231,9 +298,13 @@ impl App {
     pub async fn serve(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
-        listener: Listener,
+        conn: Conn,
     ) -> Result<Response<Body>, Infallible> {
+        let Conn {
+            peer,
+            listener,
+            tls,
+        } = conn;
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -246,19 +317,52 @@ impl App {
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let mut req = req.map(|b| Counted::new(b, self.metrics.received_bytes.clone()));
-        req.extensions_mut().insert(Actor(peer.ip().to_string()));
         let (kind, result) = match self.route(&path, listener) {
             Ok((kind, handler)) => {
-                let handled = AssertUnwindSafe(self.dispatch(handler, req))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            ErrorCode::Internal,
-                            "internal error; the server log has the details",
-                        ))
-                    });
+                let need = need_of(&handler, &method, req.uri().query());
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("localhost")
+                    .to_owned();
+                let scheme = match req
+                    .headers()
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some("https") => "https",
+                    Some("http") => "http",
+                    _ if tls => "https",
+                    _ => "http",
+                };
+                let origin = Origin {
+                    scheme,
+                    host: &host,
+                    peer: peer.ip(),
+                };
+                let handled = match self.auth.authorize(req.headers(), &need, &origin).await {
+                    Ok(caller) => {
+                        let actor = caller
+                            .principal
+                            .name()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| peer.ip().to_string());
+                        req.extensions_mut().insert(Actor(actor));
+                        req.extensions_mut().insert(caller);
+                        AssertUnwindSafe(self.dispatch(handler, req, peer))
+                            .catch_unwind()
+                            .await
+                    }
+                    Err(e) => Ok(Err(e)),
+                };
+                let handled = handled.unwrap_or_else(|_| {
+                    Err(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        ErrorCode::Internal,
+                        "internal error; the server log has the details",
+                    ))
+                });
                 (kind, handled)
             }
             Err(RouteError::NotFound) => ("unknown", Err(ApiError::not_found())),
@@ -309,10 +413,21 @@ fn route_error(method: &Method, e: Error) -> ApiError {
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets
 /// in-flight requests finish for up to `grace`.
+/// How long a client may take to finish a TLS handshake.
+const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Form or query pairs, decoded.
+fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(bytes)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     kind: Listener,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
     grace: std::time::Duration,
 ) -> anyhow::Result<()> {
@@ -333,17 +448,41 @@ pub async fn serve(
                 // Small responses must not wait for delayed ACKs (Nagle).
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let service = tower::service_fn(move |req: Request<Incoming>| app.clone().serve(req, peer, kind));
-                let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                );
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                let conn = Conn { peer, listener: kind, tls: tls.is_some() };
+                let service = tower::service_fn(move |req: Request<Incoming>| app.clone().serve(req, conn));
+                let service = TowerToHyperService::new(service);
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                match tls.clone() {
+                    None => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let conn = watcher.watch(conn.into_owned());
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        });
                     }
-                });
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            let handshake = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await;
+                            let stream = match handshake {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                }
             }
             () = shutdown.cancelled() => break,
         }

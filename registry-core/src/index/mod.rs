@@ -197,6 +197,9 @@ pub trait Index: Send + Sync + 'static {
     /// there).
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
 
+    /// Up to `limit` repositories in which a blob is visible.
+    async fn blob_repositories(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>>;
+
     /// A blob's size and reference count, whichever repositories link it.
     async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>>;
 

@@ -404,6 +404,16 @@ impl Index for RedbIndex {
         Ok(row.map(|r| r.size))
     }
 
+    async fn blob_repositories(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>> {
+        let txn = self.read()?;
+        let t = txn.open_table(tables::LINKS_BY_BLOB)?;
+        tables::keys_under(&t, digest.as_str())?
+            .into_iter()
+            .take(limit)
+            .map(|r| r.parse())
+            .collect()
+    }
+
     async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
         let txn = self.read()?;
         let blobs = txn.open_table(tables::BLOBS)?;
