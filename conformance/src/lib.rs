@@ -24,6 +24,9 @@ mod fixtures;
 mod report;
 mod workflows;
 
+/// The `berth-bench` load generator (see `BENCH.md`).
+pub mod bench;
+
 pub use config::{Config, DEFAULT_NAMESPACE};
 pub use report::{CaseResult, Outcome, Report};
 
