@@ -176,9 +176,8 @@ pub async fn check(
                 .removed_manifests
                 .extend(index.drop_blob(&p.digest).await?);
         }
-        for (d, _) in &report.orphan_files {
-            blobs.trash(d).await?;
-        }
+        let orphans: Vec<Digest> = report.orphan_files.iter().map(|(d, _)| d.clone()).collect();
+        blobs.trash(&orphans).await?;
         blobs.empty_trash().await?;
         index.recount(true).await?;
         report.remaining_problems = index.recount(false).await?;

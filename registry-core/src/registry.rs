@@ -179,7 +179,7 @@ impl Registry {
         // their rows: a file whose row is still there goes back.
         for d in self.blobs.list_trash().await? {
             if self.index.blob(&d).await?.is_some() {
-                self.blobs.restore(&d).await?;
+                self.blobs.restore(std::slice::from_ref(&d)).await?;
                 out.blobs_restored += 1;
             }
         }
@@ -192,9 +192,17 @@ impl Registry {
     /// The size of a blob visible in `repo`. Confirms the blob to the
     /// garbage collector (it is protected for the grace period).
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        // Confirm first, then look: a sweep either sees the confirmation
+        // (and spares the blob) or has doomed the blob (confirm refuses) or
+        // has already removed its row (the index says so). Looking first
+        // would leave a gap in which a blob removed by a sweep that just
+        // reopened the fence is confirmed anyway.
+        if !self.fence.confirm(digest) {
+            return Err(Error::BlobUnknown(digest.clone()));
+        }
         match self.index.blob_in_repo(repo, digest).await? {
-            Some(size) if self.fence.confirm(digest) => Ok(size),
-            _ => Err(Error::BlobUnknown(digest.clone())),
+            Some(size) => Ok(size),
+            None => Err(Error::BlobUnknown(digest.clone())),
         }
     }
 
@@ -349,7 +357,8 @@ impl Registry {
         body: Option<ByteStream>,
     ) -> Result<u64> {
         let _lock = self.lock_upload(id).await;
-        let mut session = self.session(repo, id).await?;
+        let before = self.session(repo, id).await?;
+        let mut session = before.clone();
         if let Some(body) = body {
             session.offset = self.append_locked(id, &session, range, body).await?;
             session.hasher = self
@@ -361,7 +370,19 @@ impl Registry {
         }
         let hasher = Hasher::restore(&session.hasher)
             .ok_or_else(|| Error::Storage(format!("upload {id} has an unreadable hash state")))?;
-        let _pass = self.fence.pass().await?;
+        let _pass = match self.fence.pass().await {
+            Ok(pass) => pass,
+            Err(e) => {
+                // Refused (retryable): forget the chunk this request carried,
+                // so the client's retry of the same request appends it anew.
+                if session.offset != before.offset {
+                    self.index
+                        .update_upload(id, before.offset, before.hasher)
+                        .await?;
+                }
+                return Err(e);
+            }
+        };
         if let Err(e) = self
             .blobs
             .commit_upload(id, session.offset, hasher, digest)
@@ -525,5 +546,57 @@ impl Registry {
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
         self.index.referrers(repo, subject, artifact_type).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::FsBlobStore;
+    use crate::index::RedbIndex;
+    use crate::observe::NoObserver;
+
+    fn body(bytes: &'static [u8]) -> ByteStream {
+        Box::pin(futures::stream::iter([Ok(Bytes::from_static(bytes))]))
+    }
+
+    /// A closing PUT refused by a closed fence leaves the session as it was,
+    /// so the identical retry succeeds.
+    #[tokio::test]
+    async fn a_refused_closing_put_can_be_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(RedbIndex::open(&dir.path().join("index.redb")).unwrap());
+        let blobs = Arc::new(FsBlobStore::open(dir.path()).unwrap());
+        let r = Registry::new(
+            index,
+            blobs,
+            Limits::default(),
+            Duration::ZERO,
+            Arc::new(NoObserver),
+        );
+        let repo: RepoName = "r".parse().unwrap();
+        let id = r.start_upload(&repo).await.unwrap();
+        r.append_upload(&repo, &id, None, body(b"hello "))
+            .await
+            .unwrap();
+        let digest = Digest::sha256_of(b"hello world");
+        {
+            let _closed = r.fence().close().await;
+            let refused = r
+                .finish_upload(&repo, &id, &digest, None, Some(body(b"world")))
+                .await;
+            assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+            assert_eq!(
+                r.upload_offset(&repo, &id).await.unwrap(),
+                6,
+                "the refused chunk is forgotten"
+            );
+        }
+        let size = r
+            .finish_upload(&repo, &id, &digest, None, Some(body(b"world")))
+            .await
+            .unwrap();
+        assert_eq!(size, 11);
+        assert_eq!(r.stat_blob(&repo, &digest).await.unwrap(), 11);
     }
 }

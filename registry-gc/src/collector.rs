@@ -625,32 +625,27 @@ impl Collector {
         let fence = self.registry.fence();
         let closed = fence.close().await;
         let doomed = fence.doom(candidates, grace, self.online);
-        let mut trashed = Vec::with_capacity(doomed.len());
-        let mut failure = None;
-        for d in doomed {
-            match blobs.trash(&d).await {
-                Ok(()) => trashed.push(d),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+        // All or none of the batch goes to the trash.
+        let outcome = match blobs.trash(&doomed).await {
+            Ok(()) => index.remove_blobs(&doomed, seen_cutoff_ms).await,
+            Err(e) => {
+                drop(closed);
+                return Err(e.into());
             }
-        }
-        let outcome = match failure {
-            Some(e) => Err(e),
-            None => index.remove_blobs(&trashed, seen_cutoff_ms).await,
         };
         let removed = match &outcome {
             Ok(removed) => removed.clone(),
             Err(_) => Vec::new(),
         };
         // Anything trashed whose row stayed goes back before the fence opens.
-        let kept: Vec<&Digest> = trashed
+        let gone: std::collections::HashSet<&Digest> = removed.iter().map(|(d, _)| d).collect();
+        let kept: Vec<Digest> = doomed
             .iter()
-            .filter(|d| !removed.iter().any(|(r, _)| r == *d))
+            .filter(|d| !gone.contains(d))
+            .cloned()
             .collect();
-        for d in kept {
-            blobs.restore(d).await?;
+        if !kept.is_empty() {
+            blobs.restore(&kept).await?;
         }
         let fence_time = closed.elapsed();
         drop(closed);

@@ -53,7 +53,7 @@ impl Default for GcConfig {
             grace: Duration::from_secs(3600),
             fence_wait: Duration::from_millis(500),
             upload_max_age: Duration::from_secs(24 * 3600),
-            batch_size: 1000,
+            batch_size: 256,
             schedule: None,
             untagged: Vec::new(),
             orphaned_referrers: true,

@@ -282,25 +282,53 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
-    async fn trash(&self, digest: &Digest) -> Result<()> {
-        let from = self.blob_path(digest);
-        let to = self.trash_path(digest);
+    async fn trash(&self, digests: &[Digest]) -> Result<()> {
+        let moves: Vec<(PathBuf, PathBuf)> = digests
+            .iter()
+            .map(|d| (self.blob_path(d), self.trash_path(d)))
+            .collect();
         blocking(move || {
-            not_found_as_none(fs::rename(&from, &to))?;
+            for (n, (from, to)) in moves.iter().enumerate() {
+                if let Err(e) = not_found_as_none(fs::rename(from, to)) {
+                    for (from, to) in &moves[..n] {
+                        let _ = fs::rename(to, from);
+                    }
+                    return Err(e.into());
+                }
+            }
             Ok(())
         })
         .await
     }
 
-    async fn restore(&self, digest: &Digest) -> Result<()> {
-        let from = self.trash_path(digest);
-        let to = self.blob_path(digest);
+    async fn restore(&self, digests: &[Digest]) -> Result<()> {
+        let moves: Vec<(PathBuf, PathBuf)> = digests
+            .iter()
+            .map(|d| (self.trash_path(d), self.blob_path(d)))
+            .collect();
         blocking(move || {
-            let dir = to.parent().expect("blob path has a parent");
-            fs::create_dir_all(dir)?;
-            not_found_as_none(fs::rename(&from, &to))?;
-            fsync_dir(dir)?;
-            Ok(())
+            let mut first_error = None;
+            let mut dirs = std::collections::BTreeSet::new();
+            for (from, to) in &moves {
+                let dir = to.parent().expect("blob path has a parent");
+                let moved =
+                    fs::create_dir_all(dir).and_then(|()| not_found_as_none(fs::rename(from, to)));
+                match moved {
+                    Ok(_) => {
+                        dirs.insert(dir.to_owned());
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            for dir in dirs {
+                fsync_dir(&dir)?;
+            }
+            match first_error {
+                Some(e) => Err(e.into()),
+                None => Ok(()),
+            }
         })
         .await
     }
@@ -457,7 +485,7 @@ mod tests {
         );
         assert_eq!(store.list().await.unwrap(), vec![(digest.clone(), 11)]);
         assert!(store.list_uploads().await.unwrap().is_empty());
-        store.trash(&digest).await.unwrap();
+        store.trash(std::slice::from_ref(&digest)).await.unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), None);
         assert_eq!(store.empty_trash().await.unwrap(), 1);
     }

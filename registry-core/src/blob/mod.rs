@@ -72,13 +72,15 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes an upload's data, if any.
     async fn delete_upload(&self, id: &str) -> Result<()>;
 
-    /// Moves a blob out of its content address into the trash. Readers that
-    /// already opened it keep reading; new reads see it gone.
-    async fn trash(&self, digest: &Digest) -> Result<()>;
+    /// Moves blobs out of their content addresses into the trash, all or
+    /// none: on an error, those already moved are put back before it is
+    /// returned. Readers that already opened a blob keep reading; new reads
+    /// see it gone. (One call per batch: a sweep does this inside its fence.)
+    async fn trash(&self, digests: &[Digest]) -> Result<()>;
 
-    /// Moves a trashed blob back to its content address (a sweep whose
-    /// index transaction did not commit).
-    async fn restore(&self, digest: &Digest) -> Result<()>;
+    /// Moves trashed blobs back to their content addresses (a sweep whose
+    /// index transaction did not commit, or kept some rows).
+    async fn restore(&self, digests: &[Digest]) -> Result<()>;
 
     /// The blobs in the trash.
     async fn list_trash(&self) -> Result<Vec<Digest>>;

@@ -287,7 +287,7 @@ fn page(
 
 /// The result of a collecting transaction: what it removed and the blobs
 /// left unreferenced by it.
-fn collected(w: &W<'_>, removed: Vec<(String, String, u64)>) -> Result<Collected> {
+fn collected(w: &W<'_>, mark: usize, removed: Vec<(String, String, u64)>) -> Result<Collected> {
     let manifests = removed
         .into_iter()
         .map(|(repo, digest, size)| {
@@ -299,9 +299,9 @@ fn collected(w: &W<'_>, removed: Vec<(String, String, u64)>) -> Result<Collected
         })
         .collect::<Result<_>>()?;
     let freed = w
-        .freed_blobs()?
+        .freed_blobs(mark)?
         .into_iter()
-        .map(|(d, row)| unreferenced(&d, &row, row.seen_ms))
+        .map(|(d, row, since)| unreferenced(&d, &row, since))
         .collect::<Result<_>>()?;
     Ok(Collected { manifests, freed })
 }
@@ -636,8 +636,9 @@ impl Index for RedbIndex {
             .map(|(r, d, cutoff)| (r.to_string(), d.to_string(), Some(*cutoff)))
             .collect();
         let job = move |w: &mut W<'_>| {
+            let mark = w.freed.len();
             let removed = w.collect_manifests(&list, false)?;
-            collected(w, removed)
+            collected(w, mark, removed)
         };
         if dry_run {
             self.what_if(job).await
@@ -661,8 +662,9 @@ impl Index for RedbIndex {
                 Reference::Tag(t) => Some(t.as_str()),
                 Reference::Digest(_) => None,
             };
-            w.delete_with_cascade(&repo, tag, &digest)?;
-            collected(w, Vec::new())
+            let mark = w.freed.len();
+            let removed = w.delete_with_cascade(&repo, tag, &digest)?;
+            collected(w, mark, removed)
         })
         .await
     }
@@ -670,8 +672,9 @@ impl Index for RedbIndex {
     async fn delete_repository(&self, repo: &RepoName, dry_run: bool) -> Result<Collected> {
         let repo = repo.to_string();
         let job = move |w: &mut W<'_>| {
+            let mark = w.freed.len();
             let removed = w.delete_repository(&repo)?;
-            collected(w, removed)
+            collected(w, mark, removed)
         };
         if dry_run {
             self.what_if(job).await

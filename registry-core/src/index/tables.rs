@@ -833,14 +833,22 @@ impl<'t> W<'t> {
 
     /// The blobs freed so far in this transaction that are still
     /// unreferenced, each once, with their row.
-    pub fn freed_blobs(&self) -> Result<Vec<(String, BlobRow)>> {
+    /// The blobs freed in this transaction since `mark` (a `freed.len()`
+    /// taken when a job began: other jobs of the same group commit free
+    /// blobs too) that are still unreferenced, each once, with their row and
+    /// since when they are unreferenced.
+    pub fn freed_blobs(&self, mark: usize) -> Result<Vec<(String, BlobRow, u64)>> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for d in &self.freed {
+        for d in &self.freed[mark.min(self.freed.len())..] {
             if seen.insert(d.as_str())
                 && let Some(row) = self.blob_row(d)?.filter(|r| r.refs == 0)
             {
-                out.push((d.clone(), row));
+                let since = self
+                    .unreferenced
+                    .get(d.as_str())?
+                    .map_or(self.now_ms, |g| g.value());
+                out.push((d.clone(), row, since));
             }
         }
         Ok(out)
@@ -927,7 +935,7 @@ impl<'t> W<'t> {
         repo: &str,
         tag: Option<&str>,
         digest: &str,
-    ) -> Result<()> {
+    ) -> Result<Vec<(String, String, u64)>> {
         match tag {
             Some(tag) => {
                 self.delete_tag(repo, tag)?;
@@ -944,12 +952,12 @@ impl<'t> W<'t> {
                     .map(|c| (repo.to_owned(), c.clone(), None))
                     .collect();
                 next.extend(referrers.into_iter().map(|r| (repo.to_owned(), r, None)));
-                self.collect_manifests(&next, true)?;
-                return Ok(());
+                let mut removed = vec![(repo.to_owned(), digest.to_owned(), row.size)];
+                removed.extend(self.collect_manifests(&next, true)?);
+                return Ok(removed);
             }
         }
-        self.collect_manifests(&[(repo.to_owned(), digest.to_owned(), None)], true)?;
-        Ok(())
+        self.collect_manifests(&[(repo.to_owned(), digest.to_owned(), None)], true)
     }
 
     /// Removes every tag, manifest and blob link of a repository. Its blobs
