@@ -2069,7 +2069,39 @@ async fn compare_gc(index: &dyn Index, model: &Model, u: &Universe, d: &mut Diff
             Ok(page_of(&expected, Some(&digest.to_string()), 1)),
         );
     }
+    check_views_agree_with_previews(index, d).await;
     clocks
+}
+
+/// The repository view's "what deleting this frees" figures come from a
+/// read-only simulation; `preview_delete` runs the real deletion in a
+/// rolled-back transaction. They must agree for every tag and manifest.
+async fn check_views_agree_with_previews(index: &dyn Index, d: &mut Diffs) {
+    let bytes =
+        |c: Result<Collected, Error>| c.map(|c| c.freed.iter().map(|b| b.size).sum::<u64>()).ok();
+    for name in REPOS {
+        let repo: RepoName = name.parse().unwrap();
+        let Ok(view) = index.repository_view(&repo).await else {
+            continue;
+        };
+        for t in &view.tags {
+            let tag = Reference::Tag(t.tag.parse().unwrap());
+            d.check(
+                format_args!("repository_view({name}) tag {} frees", t.tag),
+                Some(t.freed_if_deleted),
+                bytes(index.preview_delete(&repo, &tag).await),
+            );
+        }
+        for m in &view.manifests {
+            let reference = Reference::Digest(m.digest.clone());
+            let preview = bytes(index.preview_delete(&repo, &reference).await);
+            d.check(
+                format_args!("repository_view({name}) manifest {} frees", m.digest),
+                m.freed_if_deleted,
+                preview,
+            );
+        }
+    }
 }
 
 // ---- one case ----

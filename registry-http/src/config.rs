@@ -60,6 +60,8 @@ pub struct Config {
     pub plain_addr: Option<SocketAddr>,
     /// Authentication and authorization.
     pub auth: crate::auth::AuthConfig,
+    /// Serve the web UI under `/ui/`.
+    pub ui: bool,
     /// Most activity-log entries kept (oldest dropped first).
     pub activity_retention: u64,
     /// Garbage collection: grace period, fence wait, schedule, policies.
@@ -79,6 +81,7 @@ impl Default for Config {
             tls: None,
             plain_addr: None,
             auth: crate::auth::AuthConfig::default(),
+            ui: true,
             activity_retention: 100_000,
             gc: registry_gc::GcConfig::default(),
         }

@@ -12,6 +12,7 @@ use registry_gc::{Collector, RunReport, RunRequest, RunState, UntaggedRule};
 use registry_http::activity::{ActivityLog, GcEvents};
 use registry_http::auth::Auth;
 use registry_http::config::{Config, LogFormat, Overrides};
+use registry_http::human_bytes;
 use registry_http::metrics::Metrics;
 use registry_http::server::{self, App, Listener};
 use tokio_util::sync::CancellationToken;
@@ -285,21 +286,6 @@ fn request(args: &GcArgs) -> RunRequest {
         grace: args.grace,
         delete_untagged: args.delete_untagged,
         ..RunRequest::default()
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 

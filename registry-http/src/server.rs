@@ -36,6 +36,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::route::{self, RouteError};
+use crate::ui::Ui;
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub struct App {
     pub admin: AdminApi,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Auth>,
+    /// The web UI, unless disabled.
+    pub ui: Option<Ui>,
     data_dir: PathBuf,
     shutting_down: AtomicBool,
 }
@@ -117,6 +120,7 @@ enum Handler {
     Registry(route::Endpoint),
     Admin(route::Admin),
     Token,
+    Ui,
     Metrics,
     Health,
     Ready,
@@ -127,7 +131,10 @@ fn need_of(handler: &Handler, method: &Method, query: Option<&str>) -> Need {
     use route::Endpoint as E;
     let repo = |r: &registry_core::RepoName, a: Actions| Need::Repository(r.to_string(), a);
     match handler {
-        Handler::Token | Handler::Metrics | Handler::Health | Handler::Ready => Need::Open,
+        // The UI authorizes its own pages (it has a sign-in form).
+        Handler::Token | Handler::Ui | Handler::Metrics | Handler::Health | Handler::Ready => {
+            Need::Open
+        }
         Handler::Admin(_) => Need::Admin,
         Handler::Registry(e) => match e {
             E::Base => Need::Login,
@@ -182,6 +189,15 @@ impl App {
                 activity: activity.clone(),
                 auth: auth.clone(),
             },
+            ui: config.ui.then(|| {
+                Ui::new(
+                    registry.clone(),
+                    collector.clone(),
+                    activity.clone(),
+                    auth.clone(),
+                    config.tls.is_some(),
+                )
+            }),
             auth,
             admin: AdminApi {
                 registry,
@@ -199,6 +215,12 @@ impl App {
             "/healthz" => return Ok(("healthz", Handler::Health)),
             "/readyz" => return Ok(("readyz", Handler::Ready)),
             "/auth/token" if listener != Listener::Metrics => return Ok(("token", Handler::Token)),
+            p if (p == "/ui" || p.starts_with("/ui/"))
+                && listener != Listener::Metrics
+                && self.ui.is_some() =>
+            {
+                return Ok(("ui", Handler::Ui));
+            }
             "/metrics" if listener != (Listener::Main { metrics: false }) => {
                 return Ok(("metrics", Handler::Metrics));
             }
@@ -276,6 +298,12 @@ impl App {
             }
             Handler::Registry(e) => self.api.handle(e, req).await,
             Handler::Admin(a) => self.admin.handle(a, req).await,
+            Handler::Ui => Ok(self
+                .ui
+                .as_ref()
+                .expect("routed only when enabled")
+                .handle(req, peer)
+                .await),
             Handler::Health => Ok(json_reply(StatusCode::OK, json!({"status": "ok"}))),
             Handler::Ready => Ok(self.readiness().await),
             Handler::Metrics => {

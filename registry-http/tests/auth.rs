@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine as _;
-use harness::{OCI_MANIFEST, Server, have, random_bytes, sha256};
+use harness::{OCI_MANIFEST, Server, basic, have, random_bytes, sha256};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -27,13 +27,6 @@ fn htpasswd(dir: &Path) -> String {
         .collect();
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_owned()
-}
-
-fn basic(user: &str, pass: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-    )
 }
 
 /// A config file with a policy: alice is the administrator and may do
@@ -77,26 +70,11 @@ actions = ["pull"]
     path.to_str().unwrap().to_owned()
 }
 
-/// An HTTP client that adds one Authorization header to every request.
-fn as_user(s: &Server, auth: Option<String>) -> harness::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(a) = auth {
-        headers.insert("authorization", a.parse().unwrap());
-    }
-    harness::Client {
-        http: reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap(),
-        base: s.url.clone(),
-    }
-}
-
 #[tokio::test]
 async fn htpasswd_shortcut_lets_listed_users_do_everything() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_with(&["--htpasswd", &htpasswd(dir.path())]);
-    let anon = as_user(&s, None);
+    let anon = s.client_as(None);
     let res = anon.get("/v2/").send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert!(
@@ -108,12 +86,12 @@ async fn htpasswd_shortcut_lets_listed_users_do_everything() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
     assert_eq!(anon.status(Method::GET, "/v2/x/tags/list").await, 401);
-    let wrong = as_user(&s, Some(basic("alice", "nope")));
+    let wrong = s.client_as(Some(basic("alice", "nope")));
     assert_eq!(wrong.status(Method::GET, "/v2/").await, 401);
-    let nobody = as_user(&s, Some(basic("mallory", "alice-secret")));
+    let nobody = s.client_as(Some(basic("mallory", "alice-secret")));
     assert_eq!(nobody.status(Method::GET, "/v2/").await, 401);
 
-    let bob = as_user(&s, Some(basic("bob", "bob-secret")));
+    let bob = s.client_as(Some(basic("bob", "bob-secret")));
     assert_eq!(bob.status(Method::GET, "/v2/").await, 200);
     let img = bob.push_image("any/repo", "v1", 1).await;
     assert_eq!(
@@ -147,10 +125,10 @@ async fn policy_decides_per_repository_and_admin_is_alone() {
         "--gc-grace",
         "0s",
     ]);
-    let alice = as_user(&s, Some(basic("alice", "alice-secret")));
-    let bob = as_user(&s, Some(basic("bob", "bob-secret")));
-    let carol = as_user(&s, Some(basic("carol", "carol-secret")));
-    let anon = as_user(&s, None);
+    let alice = s.client_as(Some(basic("alice", "alice-secret")));
+    let bob = s.client_as(Some(basic("bob", "bob-secret")));
+    let carol = s.client_as(Some(basic("carol", "carol-secret")));
+    let anon = s.client_as(None);
 
     let img = bob.push_image("team/app", "v1", 1).await;
     alice.push_image("public/base", "v1", 1).await;
@@ -293,7 +271,7 @@ async fn policy_decides_per_repository_and_admin_is_alone() {
 async fn failed_logins_are_rate_limited() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_with(&["--config", &policy_config(dir.path(), "htpasswd", "")]);
-    let wrong = as_user(&s, Some(basic("alice", "guess")));
+    let wrong = s.client_as(Some(basic("alice", "guess")));
     for _ in 0..5 {
         assert_eq!(wrong.status(Method::GET, "/v2/").await, 401);
     }
@@ -301,7 +279,7 @@ async fn failed_logins_are_rate_limited() {
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
     // Even the right password waits out the window from this address.
-    let alice = as_user(&s, Some(basic("alice", "alice-secret")));
+    let alice = s.client_as(Some(basic("alice", "alice-secret")));
     assert_eq!(alice.status(Method::GET, "/v2/").await, 429);
 }
 
@@ -334,7 +312,7 @@ async fn token_protocol_grants_exactly_the_policy() {
         "--config",
         &policy_config(dir.path(), "token", "[auth.token]\nlifetime = \"2s\"\n"),
     ]);
-    let anon = as_user(&s, None);
+    let anon = s.client_as(None);
 
     // Anonymous push: 401 with a challenge naming the token endpoint.
     let res = anon
@@ -406,7 +384,7 @@ async fn token_protocol_grants_exactly_the_policy() {
     );
 
     // The token works for what it grants.
-    let bob = as_user(&s, Some(format!("Bearer {bob_token}")));
+    let bob = s.client_as(Some(format!("Bearer {bob_token}")));
     let blob = random_bytes(100);
     let d = bob.push_blob("team/app", &blob).await;
     assert_eq!(
@@ -438,7 +416,7 @@ async fn token_protocol_grants_exactly_the_policy() {
     claims["access"][0]["actions"] = json!(["pull", "push", "delete"]);
     parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(serde_json::to_vec(&claims).unwrap());
-    let forged = as_user(&s, Some(format!("Bearer {}", parts.join("."))));
+    let forged = s.client_as(Some(format!("Bearer {}", parts.join("."))));
     let res = forged
         .delete(&format!("/v2/team/app/blobs/{d}"))
         .send()
@@ -451,7 +429,7 @@ async fn token_protocol_grants_exactly_the_policy() {
             .unwrap()
             .contains("invalid_token")
     );
-    let garbage = as_user(&s, Some("Bearer not-a-jwt".into()));
+    let garbage = s.client_as(Some("Bearer not-a-jwt".into()));
     assert_eq!(
         garbage.status(Method::GET, "/v2/team/app/tags/list").await,
         401
@@ -497,7 +475,7 @@ async fn token_protocol_grants_exactly_the_policy() {
         "carol"
     );
     // A refresh token is not an access token.
-    let sneaky = as_user(&s, Some(format!("Bearer {refresh}")));
+    let sneaky = s.client_as(Some(format!("Bearer {refresh}")));
     assert_eq!(
         sneaky.status(Method::GET, "/v2/team/app/tags/list").await,
         401
@@ -518,7 +496,7 @@ async fn token_protocol_grants_exactly_the_policy() {
             .contains("invalid_token")
     );
     // The admin API takes Basic credentials in token mode too.
-    let alice = as_user(&s, Some(basic("alice", "alice-secret")));
+    let alice = s.client_as(Some(basic("alice", "alice-secret")));
     assert_eq!(alice.status(Method::GET, "/admin/gc/runs").await, 200);
 }
 

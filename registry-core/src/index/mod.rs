@@ -168,12 +168,77 @@ pub struct ActivityQuery {
     pub limit: usize,
 }
 
+/// A repository as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepoSummary {
+    pub name: String,
+    pub tags: u64,
+    pub manifests: u64,
+    /// Bytes of the blobs visible in it.
+    pub bytes: u64,
+    pub created_ms: u64,
+}
+
+/// One manifest of a repository, for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestView {
+    pub digest: Digest,
+    pub media_type: String,
+    pub kind: Kind,
+    pub size: u64,
+    /// The manifest and every blob it references.
+    pub image_bytes: u64,
+    pub created_ms: u64,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    pub children: Vec<Digest>,
+    /// Indexes in the repository listing it.
+    pub parents: u64,
+    /// What deleting it would free now (with what becomes dangling because
+    /// of it); `None` while an index lists it (it cannot be deleted).
+    pub freed_if_deleted: Option<u64>,
+}
+
+/// One tag of a repository, for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagView {
+    pub tag: String,
+    pub digest: Digest,
+    pub updated_ms: u64,
+    /// What deleting the tag would free now: its manifest's bytes, if the
+    /// tag is the last thing keeping it.
+    pub freed_if_deleted: u64,
+}
+
+/// Everything a repository page shows, from one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepositoryView {
+    pub name: String,
+    pub bytes: u64,
+    pub created_ms: u64,
+    pub manifests: Vec<ManifestView>,
+    pub tags: Vec<TagView>,
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     // ---- reads: never blocked by writers ----
 
     /// Repository names in lexical order, starting after `after`.
     async fn repositories(&self, after: Option<&str>, limit: usize) -> Result<Page>;
+
+    /// Repositories (in lexical order after `after`) whose name contains
+    /// `contains`, with their counts; and whether more follow.
+    async fn repository_summaries(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        contains: Option<&str>,
+    ) -> Result<(Vec<RepoSummary>, bool)>;
+
+    /// A repository's manifests and tags, with what deleting each would
+    /// free, read from one snapshot. `NameUnknown` if it does not exist.
+    async fn repository_view(&self, repo: &RepoName) -> Result<RepositoryView>;
 
     /// Whether the repository holds anything (tags, manifests, blobs, uploads).
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;

@@ -98,7 +98,9 @@ impl W<'_> {
         }
         let linked: BTreeSet<(String, String)> = links.iter().cloned().collect();
         for (repo, d) in &links {
-            e.repos.entry(repo.clone()).or_default().links += 1;
+            let r = e.repos.entry(repo.clone()).or_default();
+            r.links += 1;
+            r.link_bytes += blobs.get(d).map_or(0, |b| b.size);
             if !blobs.contains_key(d) {
                 problems.push(format!(
                     "repository {repo} links {d}, which has no blob row"
@@ -121,7 +123,9 @@ impl W<'_> {
                     self.links
                         .insert((repo.as_str(), d.as_str()), enc(&row).as_slice())?;
                     self.links_by_blob.insert((d.as_str(), repo.as_str()), ())?;
-                    e.repos.entry(repo.clone()).or_default().links += 1;
+                    let r = e.repos.entry(repo.clone()).or_default();
+                    r.links += 1;
+                    r.link_bytes += blobs.get(d).map_or(0, |b| b.size);
                 }
             }
         }
@@ -332,8 +336,14 @@ impl W<'_> {
         for (name, row) in &repos {
             let want = e.repos.get(name);
             let same = want.is_some_and(|w| {
-                (w.manifests, w.tags, w.links, w.uploads)
-                    == (row.manifests, row.tags, row.links, row.uploads)
+                (w.manifests, w.tags, w.links, w.uploads, w.link_bytes)
+                    == (
+                        row.manifests,
+                        row.tags,
+                        row.links,
+                        row.uploads,
+                        row.link_bytes,
+                    )
             });
             if !same {
                 problems.push(format!(

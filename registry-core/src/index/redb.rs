@@ -7,6 +7,7 @@
 //! answers each caller. A client is told a write succeeded only after the
 //! commit that contains it is durable.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,8 +19,9 @@ use tokio::sync::oneshot;
 
 use super::tables::{self, META, ManifestRow, SCHEMA_VERSION, TOTALS, W, dec};
 use super::{
-    Activity, ActivityQuery, BlobInfo, Collected, DanglingManifest, Index, ManifestInfo, Page,
-    Referrer, RemovedManifest, Totals, UnreferencedBlob, Upload,
+    Activity, ActivityQuery, BlobInfo, Collected, DanglingManifest, Index, ManifestInfo,
+    ManifestView, Page, Referrer, RemovedManifest, RepoSummary, RepositoryView, TagView, Totals,
+    UnreferencedBlob, Upload,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -795,4 +797,197 @@ impl Index for RedbIndex {
         })
         .await
     }
+
+    async fn repository_summaries(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        contains: Option<&str>,
+    ) -> Result<(Vec<RepoSummary>, bool)> {
+        let txn = self.read()?;
+        let t = txn.open_table(tables::REPOS)?;
+        let mut out = Vec::new();
+        for e in t.range(after.unwrap_or("")..)? {
+            let (k, v) = e?;
+            let name = k.value();
+            if after == Some(name) || contains.is_some_and(|c| !name.contains(c)) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let row: tables::RepoRow = dec(v.value())?;
+            out.push(RepoSummary {
+                name: name.to_owned(),
+                tags: row.tags,
+                manifests: row.manifests,
+                bytes: row.link_bytes,
+                created_ms: row.created_ms,
+            });
+        }
+        Ok((out, false))
+    }
+
+    async fn repository_view(&self, repo: &RepoName) -> Result<RepositoryView> {
+        let txn = self.read()?;
+        let r = repo.as_str();
+        let repo_row: tables::RepoRow = match txn.open_table(tables::REPOS)?.get(r)? {
+            Some(g) => dec(g.value())?,
+            None => return Err(Error::NameUnknown),
+        };
+        let mt = txn.open_table(tables::MANIFESTS)?;
+        let mut rows: HashMap<String, ManifestRow> = HashMap::new();
+        for e in mt.range((r, "")..)? {
+            let (k, v) = e?;
+            let (kr, digest) = k.value();
+            if kr != r {
+                break;
+            }
+            rows.insert(digest.to_owned(), dec(v.value())?);
+        }
+        let blob_table = txn.open_table(tables::BLOBS)?;
+        let mut blobs: HashMap<String, (u64, u64)> = HashMap::new();
+        for row in rows.values() {
+            for b in &row.blobs {
+                if !blobs.contains_key(b) {
+                    let info: Option<tables::BlobRow> = get_row(&blob_table, b)?;
+                    blobs.insert(b.clone(), info.map_or((0, 0), |i| (i.size, i.refs)));
+                }
+            }
+        }
+        let mut referrers: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (digest, row) in &rows {
+            if let Some(s) = &row.subject {
+                referrers
+                    .entry(s.as_str())
+                    .or_default()
+                    .push(digest.as_str());
+            }
+        }
+        let simulate = |root: &str| freed_by_deleting(root, &rows, &blobs, &referrers);
+        let attached =
+            |row: &ManifestRow| row.subject.as_ref().is_some_and(|s| rows.contains_key(s));
+
+        let mut manifests = Vec::with_capacity(rows.len());
+        for (digest, row) in &rows {
+            let blob_bytes: u64 = row
+                .blobs
+                .iter()
+                .map(|b| blobs.get(b).map_or(0, |x| x.0))
+                .sum();
+            manifests.push(ManifestView {
+                digest: digest.parse()?,
+                media_type: row.media_type.clone(),
+                kind: row.kind,
+                size: row.size,
+                image_bytes: row.size + blob_bytes,
+                created_ms: row.created_ms,
+                artifact_type: row.artifact_type.clone(),
+                subject: row.subject.as_deref().map(str::parse).transpose()?,
+                children: row
+                    .children
+                    .iter()
+                    .map(|c| c.parse())
+                    .collect::<Result<_>>()?,
+                parents: row.parents,
+                freed_if_deleted: (row.parents == 0).then(|| simulate(digest)),
+            });
+        }
+        manifests.sort_by(|a, b| {
+            b.created_ms
+                .cmp(&a.created_ms)
+                .then(a.digest.cmp(&b.digest))
+        });
+
+        let tt = txn.open_table(tables::TAGS)?;
+        let mut tags = Vec::new();
+        for e in tt.range((r, "")..)? {
+            let (k, v) = e?;
+            let (kr, tag) = k.value();
+            if kr != r {
+                break;
+            }
+            let t: tables::TagRow = dec(v.value())?;
+            let freed = match rows.get(&t.digest) {
+                Some(m) if m.tags == 1 && m.parents == 0 && !attached(m) => simulate(&t.digest),
+                _ => 0,
+            };
+            tags.push(TagView {
+                tag: tag.to_owned(),
+                digest: t.digest.parse()?,
+                updated_ms: t.updated_ms,
+                freed_if_deleted: freed,
+            });
+        }
+        Ok(RepositoryView {
+            name: r.to_owned(),
+            bytes: repo_row.link_bytes,
+            created_ms: repo_row.created_ms,
+            manifests,
+            tags,
+        })
+    }
+}
+
+/// Bytes freed if `root` (a manifest of one repository, given as `rows`)
+/// were deleted along with everything that would become dangling because
+/// of it: children no longer listed by any remaining index, referrers of a
+/// deleted subject. A blob is freed when every reference to it comes from
+/// the deleted set. This reads a snapshot; `preview_delete` runs the real
+/// deletion in a rolled-back transaction and must agree (tested).
+fn freed_by_deleting(
+    root: &str,
+    rows: &HashMap<String, ManifestRow>,
+    blobs: &HashMap<String, (u64, u64)>,
+    referrers: &HashMap<&str, Vec<&str>>,
+) -> u64 {
+    let mut doomed: HashSet<&str> = HashSet::from([root]);
+    let mut queue = vec![root];
+    let mut listed_by_doomed: HashMap<&str, u64> = HashMap::new();
+    // Dangling once the doomed set is gone: untagged, every index listing
+    // it doomed, and its subject (if stored) doomed. Re-checked whenever one
+    // of its parents or its subject is doomed, which is when it can change.
+    let dangling = |c: &str, doomed: &HashSet<&str>, listed: &HashMap<&str, u64>| {
+        rows.get(c).is_some_and(|row| {
+            row.tags == 0
+                && listed.get(c).copied().unwrap_or(0) >= row.parents
+                && row
+                    .subject
+                    .as_deref()
+                    .is_none_or(|s| !rows.contains_key(s) || doomed.contains(s))
+        })
+    };
+    while let Some(m) = queue.pop() {
+        let Some(row) = rows.get(m) else { continue };
+        for c in &row.children {
+            *listed_by_doomed.entry(c.as_str()).or_default() += 1;
+        }
+        let affected = row
+            .children
+            .iter()
+            .map(String::as_str)
+            .chain(referrers.get(m).into_iter().flatten().copied());
+        for c in affected {
+            if !doomed.contains(c) && dangling(c, &doomed, &listed_by_doomed) {
+                let c = rows.get_key_value(c).expect("checked").0.as_str();
+                doomed.insert(c);
+                queue.push(c);
+            }
+        }
+    }
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    for m in &doomed {
+        for b in &rows[*m].blobs {
+            *counts.entry(b.as_str()).or_default() += 1;
+        }
+    }
+    counts
+        .iter()
+        .filter_map(|(b, n)| {
+            blobs
+                .get(*b)
+                .filter(|(_, refs)| refs == n)
+                .map(|(size, _)| size)
+        })
+        .sum()
 }

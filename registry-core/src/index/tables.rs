@@ -65,6 +65,8 @@ pub struct RepoRow {
     pub tags: u64,
     pub links: u64,
     pub uploads: u64,
+    /// Bytes of the blobs linked into the repository.
+    pub link_bytes: u64,
 }
 
 impl RepoRow {
@@ -338,7 +340,11 @@ impl<'t> W<'t> {
             };
             self.links.insert((repo, digest), enc(&row).as_slice())?;
             self.links_by_blob.insert((digest, repo), ())?;
-            self.adjust_repo(repo, |r| r.links += 1)?;
+            let size = self.blob_row(digest)?.map_or(0, |b| b.size);
+            self.adjust_repo(repo, |r| {
+                r.links += 1;
+                r.link_bytes += size;
+            })?;
         }
         Ok(())
     }
@@ -518,7 +524,11 @@ impl<'t> W<'t> {
         }
         self.links.remove((repo, digest))?;
         self.links_by_blob.remove((digest, repo))?;
-        self.adjust_repo(repo, |r| r.links -= 1)
+        let size = self.blob_row(digest)?.map_or(0, |b| b.size);
+        self.adjust_repo(repo, |r| {
+            r.links -= 1;
+            r.link_bytes = r.link_bytes.saturating_sub(size);
+        })
     }
 
     // ---- manifests and tags ----
@@ -874,7 +884,10 @@ impl<'t> W<'t> {
             for repo in &repos {
                 self.links.remove((repo.as_str(), d.as_str()))?;
                 self.links_by_blob.remove((d.as_str(), repo.as_str()))?;
-                self.adjust_repo(repo, |r| r.links -= 1)?;
+                self.adjust_repo(repo, |r| {
+                    r.links -= 1;
+                    r.link_bytes = r.link_bytes.saturating_sub(row.size);
+                })?;
             }
             self.blobs.remove(d.as_str())?;
             self.unreferenced.remove(d.as_str())?;

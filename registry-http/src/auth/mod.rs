@@ -335,8 +335,13 @@ impl Auth {
         .with_header("retry-after", (wait.as_secs() + 1).to_string())
     }
 
+    /// Whether `caller` may use the admin API.
+    pub fn is_admin(&self, caller: &Caller) -> bool {
+        caller.unrestricted || (caller.claims.is_none() && self.policy.is_admin(&caller.principal))
+    }
+
     /// Checks a user's password (rate limited per client address).
-    async fn login(&self, user: &str, password: &str, peer: IpAddr) -> Result<bool, ApiError> {
+    pub async fn login(&self, user: &str, password: &str, peer: IpAddr) -> Result<bool, ApiError> {
         if let Some(wait) = self.limiter.blocked(peer) {
             return Err(self.too_many(wait));
         }

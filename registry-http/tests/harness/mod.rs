@@ -2,6 +2,7 @@
 //! port with its data in a temporary directory, and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of it
 pub mod oci_layout;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -131,6 +132,22 @@ impl Server {
         self.child.take()
     }
 
+    /// A client that sends `authorization` (e.g. from [`basic`]) with every
+    /// request, or nothing.
+    pub fn client_as(&self, authorization: Option<String>) -> Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(a) = authorization {
+            headers.insert("authorization", a.parse().expect("header value"));
+        }
+        Client {
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("client"),
+            base: self.url.clone(),
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client {
             http: reqwest::Client::builder()
@@ -146,6 +163,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// An HTTP Basic `Authorization` value.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
