@@ -15,7 +15,7 @@ use crate::blob::{BlobStore, ByteStream};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::fence::Fence;
-use crate::index::{Index, ManifestInfo, Page, Referrer};
+use crate::index::{Index, ManifestInfo, Page, Referrer, Upload};
 use crate::manifest::{self, DEFAULT_MAX_MANIFEST_BYTES};
 use crate::names::{Reference, RepoName};
 use crate::observe::Observer;
@@ -66,6 +66,8 @@ pub struct Registry {
     /// repositories (they are linked in). Off when access is controlled:
     /// a digest must not be a key to another repository's content.
     link_foreign_blobs: bool,
+    /// Upload sessions that hold no data yet (see [`Registry::start_upload`]).
+    pending: Mutex<HashMap<String, Upload>>,
     /// One lock per active upload session, so two requests on the same
     /// session cannot interleave their appends.
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -91,6 +93,10 @@ impl Drop for UploadGuard<'_> {
     }
 }
 
+fn repo_of(u: &Upload) -> Result<RepoName> {
+    u.repo.parse()
+}
+
 fn new_upload_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -111,6 +117,7 @@ impl Registry {
             limits,
             fence: Fence::observed(fence_wait, observer),
             link_foreign_blobs: true,
+            pending: Mutex::new(HashMap::new()),
             upload_locks: Mutex::new(HashMap::new()),
         }
     }
@@ -235,7 +242,6 @@ impl Registry {
         body: ByteStream,
     ) -> Result<u64> {
         let id = new_upload_id();
-        self.blobs.create_upload(&id).await?;
         let result = async {
             let hasher = Hasher::new(digest.algorithm());
             let got = self
@@ -260,31 +266,60 @@ impl Registry {
 
     // ---- upload sessions ----
 
-    /// Opens an upload session; returns its id.
+    /// Opens an upload session; returns its id. The session lives in memory
+    /// until its first chunk is stored: an empty session is worth no index
+    /// write (a crash loses it, and its client simply starts again).
     pub async fn start_upload(&self, repo: &RepoName) -> Result<String> {
         let id = new_upload_id();
-        self.blobs.create_upload(&id).await?;
-        let state = Hasher::new(Algorithm::Sha256).save();
-        if let Err(e) = self.index.create_upload(&id, repo, state).await {
-            let _ = self.blobs.delete_upload(&id).await;
-            return Err(e);
-        }
+        let now = crate::index::now_ms();
+        self.pending.lock().expect("pending").insert(
+            id.clone(),
+            Upload {
+                repo: repo.to_string(),
+                offset: 0,
+                hasher: Hasher::new(Algorithm::Sha256).save(),
+                started_ms: now,
+                updated_ms: now,
+            },
+        );
         Ok(id)
     }
 
-    async fn session(&self, repo: &RepoName, id: &str) -> Result<crate::index::Upload> {
+    /// A session and whether it is still only in memory.
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<(Upload, bool)> {
         if !crate::blob::valid_upload_id(id) {
             return Err(Error::UploadUnknown);
         }
-        match self.index.upload(id).await? {
-            Some(u) if u.repo == repo.as_str() => Ok(u),
+        let pending = self.pending.lock().expect("pending").get(id).cloned();
+        let (session, in_memory) = match pending {
+            Some(u) => (Some(u), true),
+            None => (self.index.upload(id).await?, false),
+        };
+        match session {
+            Some(u) if u.repo == repo.as_str() => Ok((u, in_memory)),
             _ => Err(Error::UploadUnknown),
         }
     }
 
+    /// Sessions that hold no data yet, opened before `cutoff_ms` (abandoned).
+    pub fn idle_empty_uploads(&self, cutoff_ms: u64) -> Vec<String> {
+        self.pending
+            .lock()
+            .expect("pending")
+            .iter()
+            .filter(|(_, u)| u.updated_ms <= cutoff_ms)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Upload sessions open in memory only (no data yet).
+    pub fn empty_uploads(&self) -> u64 {
+        self.pending.lock().expect("pending").len() as u64
+    }
+
     /// How many bytes upload `id` durably holds.
     pub async fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<u64> {
-        Ok(self.session(repo, id).await?.offset)
+        Ok(self.session(repo, id).await?.0.offset)
     }
 
     /// Appends a chunk. `range` is the chunk's `Content-Range` (inclusive
@@ -298,25 +333,34 @@ impl Registry {
         body: ByteStream,
     ) -> Result<u64> {
         let _lock = self.lock_upload(id).await;
-        let session = self.session(repo, id).await?;
-        self.append_locked(id, &session, range, body).await
+        let (session, in_memory) = self.session(repo, id).await?;
+        let got = self.append_locked(id, &session, range, body).await?;
+        // Record the new offset: the chunk was acknowledged, so a restart
+        // must be able to resume after it.
+        if in_memory {
+            self.index
+                .create_upload(id, &repo_of(&session)?, got.offset, got.hasher.save())
+                .await?;
+            self.pending.lock().expect("pending").remove(id);
+        } else {
+            self.index
+                .update_upload(id, got.offset, got.hasher.save())
+                .await?;
+        }
+        Ok(got.offset)
     }
 
+    /// Appends a chunk to the upload's data (durable), without recording it.
     async fn append_locked(
         &self,
         id: &str,
-        session: &crate::index::Upload,
+        session: &Upload,
         range: Option<(u64, u64)>,
         body: ByteStream,
-    ) -> Result<u64> {
+    ) -> Result<crate::blob::Appended> {
         let limit_total = self.limits.max_blob_bytes.saturating_sub(session.offset);
         let limit = match range {
-            Some((start, _)) if start != session.offset => {
-                return Err(Error::RangeNotSatisfiable {
-                    offset: session.offset,
-                });
-            }
-            Some((start, end)) if end < start => {
+            Some((start, end)) if start != session.offset || end < start => {
                 return Err(Error::RangeNotSatisfiable {
                     offset: session.offset,
                 });
@@ -339,15 +383,28 @@ impl Registry {
                 )));
             }
         }
-        self.index
-            .update_upload(id, got.offset, got.hasher.save())
-            .await?;
-        Ok(got.offset)
+        Ok(got)
+    }
+
+    /// Forgets a session, wherever it lives.
+    async fn forget_session(&self, id: &str, in_memory: bool) -> Result<()> {
+        if in_memory {
+            self.pending.lock().expect("pending").remove(id);
+            Ok(())
+        } else {
+            self.index.delete_upload(id).await
+        }
     }
 
     /// Closes upload `id`: appends the optional last chunk, checks the whole
     /// content against `digest`, and stores the blob. A digest mismatch ends
     /// the session and leaves nothing behind.
+    ///
+    /// The last chunk's offset is never recorded: the commit that stores
+    /// the blob closes the session. So if the fence refuses the commit
+    /// (retryable), the session still ends where it did before this request
+    /// and the client's retry appends the chunk anew (bytes past the
+    /// recorded offset are dropped).
     pub async fn finish_upload(
         &self,
         repo: &RepoName,
@@ -357,46 +414,32 @@ impl Registry {
         body: Option<ByteStream>,
     ) -> Result<u64> {
         let _lock = self.lock_upload(id).await;
-        let before = self.session(repo, id).await?;
-        let mut session = before.clone();
-        if let Some(body) = body {
-            session.offset = self.append_locked(id, &session, range, body).await?;
-            session.hasher = self
-                .index
-                .upload(id)
-                .await?
-                .ok_or(Error::UploadUnknown)?
-                .hasher;
-        }
-        let hasher = Hasher::restore(&session.hasher)
-            .ok_or_else(|| Error::Storage(format!("upload {id} has an unreadable hash state")))?;
-        let _pass = match self.fence.pass().await {
-            Ok(pass) => pass,
-            Err(e) => {
-                // Refused (retryable): forget the chunk this request carried,
-                // so the client's retry of the same request appends it anew.
-                if session.offset != before.offset {
-                    self.index
-                        .update_upload(id, before.offset, before.hasher)
-                        .await?;
-                }
-                return Err(e);
+        let (session, in_memory) = self.session(repo, id).await?;
+        let (size, hasher) = match body {
+            Some(body) => {
+                let got = self.append_locked(id, &session, range, body).await?;
+                (got.offset, got.hasher)
+            }
+            None => {
+                let hasher = Hasher::restore(&session.hasher).ok_or_else(|| {
+                    Error::Storage(format!("upload {id} has an unreadable hash state"))
+                })?;
+                (session.offset, hasher)
             }
         };
-        if let Err(e) = self
-            .blobs
-            .commit_upload(id, session.offset, hasher, digest)
-            .await
-        {
+        let _pass = self.fence.pass().await?;
+        if let Err(e) = self.blobs.commit_upload(id, size, hasher, digest).await {
             if matches!(e, Error::DigestMismatch { .. } | Error::UploadInvalid(_)) {
-                let _ = self.index.delete_upload(id).await;
+                let _ = self.forget_session(id, in_memory).await;
             }
             return Err(e);
         }
-        self.index
-            .commit_blob(repo, digest, session.offset, Some(id))
-            .await?;
-        Ok(session.offset)
+        let closes = (!in_memory).then_some(id);
+        self.index.commit_blob(repo, digest, size, closes).await?;
+        if in_memory {
+            self.pending.lock().expect("pending").remove(id);
+        }
+        Ok(size)
     }
 
     /// Ends an upload session that has seen no data since `cutoff_ms`
@@ -404,9 +447,14 @@ impl Registry {
     /// was active after all.
     pub async fn purge_upload_if_idle(&self, id: &str, cutoff_ms: u64) -> Result<bool> {
         let _lock = self.lock_upload(id).await;
-        match self.index.upload(id).await? {
+        let pending = self.pending.lock().expect("pending").get(id).cloned();
+        let (session, in_memory) = match pending {
+            Some(u) => (Some(u), true),
+            None => (self.index.upload(id).await?, false),
+        };
+        match session {
             Some(u) if u.updated_ms <= cutoff_ms => {
-                self.index.delete_upload(id).await?;
+                self.forget_session(id, in_memory).await?;
                 self.blobs.delete_upload(id).await?;
                 Ok(true)
             }
@@ -417,8 +465,8 @@ impl Registry {
     /// Cancels an upload session and drops its data.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         let _lock = self.lock_upload(id).await;
-        self.session(repo, id).await?;
-        self.index.delete_upload(id).await?;
+        let (_, in_memory) = self.session(repo, id).await?;
+        self.forget_session(id, in_memory).await?;
         self.blobs.delete_upload(id).await
     }
 

@@ -1599,7 +1599,7 @@ async fn apply_real(
         }
         Op::CreateUpload { repo } => {
             let r = index
-                .create_upload(next_upload, &u.repos[repo], Vec::new())
+                .create_upload(next_upload, &u.repos[repo], 0, Vec::new())
                 .await;
             plain(outcome(u, r, ok))
         }
@@ -2806,10 +2806,12 @@ fn reused_upload_id_keeps_counts_consistent() {
         let index = open(&dir.path().join("index.redb")).expect("the index opens");
         let repos: Vec<RepoName> = REPOS[..2].iter().map(|r| r.parse().unwrap()).collect();
         index
-            .create_upload("reused", &repos[0], Vec::new())
+            .create_upload("reused", &repos[0], 0, Vec::new())
             .await
             .expect("first create_upload");
-        let second = index.create_upload("reused", &repos[1], Vec::new()).await;
+        let second = index
+            .create_upload("reused", &repos[1], 0, Vec::new())
+            .await;
         consistent(
             &*index,
             &repos,

@@ -458,10 +458,14 @@ impl Collector {
         cutoff_ms: u64,
         dry_run: bool,
     ) -> Result<(), GcError> {
-        for (id, upload) in self.registry.index().uploads().await? {
-            if upload.updated_ms > cutoff_ms {
-                continue;
-            }
+        let recorded = self.registry.index().uploads().await?;
+        let empty = self.registry.idle_empty_uploads(cutoff_ms);
+        let candidates = recorded
+            .into_iter()
+            .filter(|(_, u)| u.updated_ms <= cutoff_ms)
+            .map(|(id, _)| id)
+            .chain(empty);
+        for id in candidates {
             let purged = dry_run || self.registry.purge_upload_if_idle(&id, cutoff_ms).await?;
             if purged {
                 Self::update(report, |r| {

@@ -10,8 +10,8 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
+use registry_core::Registry as Store;
 use registry_core::Result;
-use registry_core::index::Index;
 use registry_core::observe::Observer;
 use registry_gc::collector::GcObserver;
 use registry_gc::{RunReport, RunState};
@@ -170,11 +170,12 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The text exposition, with the storage gauges refreshed from the index.
-    pub async fn render(&self, index: &dyn Index) -> Result<String> {
-        let t = index.totals().await?;
+    /// The text exposition, with the storage gauges refreshed from the
+    /// index (and the registry's sessions that hold no data yet).
+    pub async fn render(&self, registry: &Store) -> Result<String> {
+        let t = registry.index().totals().await?;
         let set = |g: &IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        set(&self.uploads, t.uploads);
+        set(&self.uploads, t.uploads + registry.empty_uploads());
         set(&self.repositories, t.repositories);
         set(&self.manifests, t.manifests);
         set(&self.tags, t.tags);

@@ -307,10 +307,7 @@ impl App {
             Handler::Health => Ok(json_reply(StatusCode::OK, json!({"status": "ok"}))),
             Handler::Ready => Ok(self.readiness().await),
             Handler::Metrics => {
-                let text = self
-                    .metrics
-                    .render(self.api.registry.index().as_ref())
-                    .await?;
+                let text = self.metrics.render(&self.api.registry).await?;
                 let mut res = Response::new(body::full(text));
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,

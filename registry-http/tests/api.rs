@@ -871,3 +871,31 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let status = pid_terminated.join().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }
+
+#[tokio::test]
+async fn empty_blobs_upload_every_way() {
+    let s = Server::start();
+    let c = s.client();
+    let empty = sha256(b"");
+    // POST then PUT with no body.
+    let res = c.post("/v2/e/blobs/uploads/").send().await.unwrap();
+    let loc = res.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        c.put(&format!("{loc}?digest={empty}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    // Single POST.
+    let res = c
+        .post(&format!("/v2/e2/blobs/uploads/?digest={empty}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = c.get(&format!("/v2/e/blobs/{empty}")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], "0");
+}

@@ -299,15 +299,20 @@ async fn stale_uploads_are_purged_with_their_data() {
             .status(),
         202
     );
+    // A session that never received data (held in memory only).
+    let res = c.post("/v2/up/blobs/uploads/").send().await.unwrap();
+    let empty = res.headers()["location"].to_str().unwrap().to_owned();
     let r = c.run_gc(json!({})).await;
-    assert_eq!(r["uploads_deleted"], 0, "a fresh session stays");
+    assert_eq!(r["uploads_deleted"], 0, "fresh sessions stay");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let r = c.run_gc(json!({"dry_run": true})).await;
-    assert_eq!(r["uploads_deleted"], 1);
+    assert_eq!(r["uploads_deleted"], 2);
     assert_eq!(c.status(Method::GET, &loc).await, 204, "a dry run keeps it");
+    assert_eq!(c.status(Method::GET, &empty).await, 204);
     let r = c.run_gc(json!({})).await;
-    assert_eq!(r["uploads_deleted"], 1);
+    assert_eq!(r["uploads_deleted"], 2);
     assert_eq!(c.status(Method::GET, &loc).await, 404);
+    assert_eq!(c.status(Method::GET, &empty).await, 404);
     assert_eq!(
         std::fs::read_dir(s.data_dir().join("uploads"))
             .unwrap()

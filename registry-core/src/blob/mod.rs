@@ -42,12 +42,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Streams bytes `range` of a stored blob.
     async fn read(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream>;
 
-    /// Creates an empty upload area for `id`.
-    async fn create_upload(&self, id: &str) -> Result<()>;
-
     /// Appends `body` to upload `id`, which holds `offset` bytes hashed into
-    /// `hasher`. Anything stored past `offset` (a chunk that failed half-way)
-    /// is discarded first. When this returns, the data is durable. At most
+    /// `hasher` (the upload's area is created on its first append, at offset
+    /// 0). Anything stored past `offset` (a chunk that failed half-way) is
+    /// discarded first. When this returns, the data is durable. At most
     /// `limit` bytes are accepted.
     async fn append(
         &self,

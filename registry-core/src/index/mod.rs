@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::manifest::{Kind, ParsedManifest};
 use crate::names::{Reference, RepoName, Tag};
 
-pub use self::redb::RedbIndex;
+pub use self::redb::{RedbIndex, now_ms};
 
 /// A stored manifest's metadata (and, when asked for, its bytes).
 #[derive(Debug, Clone)]
@@ -288,8 +288,15 @@ pub trait Index: Send + Sync + 'static {
 
     // ---- writes: each one transaction ----
 
-    /// Records a new, empty upload session for `repo`.
-    async fn create_upload(&self, id: &str, repo: &RepoName, hasher: Vec<u8>) -> Result<()>;
+    /// Records an upload session for `repo` that durably holds `offset`
+    /// bytes hashed into `hasher`.
+    async fn create_upload(
+        &self,
+        id: &str,
+        repo: &RepoName,
+        offset: u64,
+        hasher: Vec<u8>,
+    ) -> Result<()>;
 
     /// Records that upload `id` now durably holds `offset` bytes.
     async fn update_upload(&self, id: &str, offset: u64, hasher: Vec<u8>) -> Result<()>;

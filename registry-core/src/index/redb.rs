@@ -474,9 +474,15 @@ impl Index for RedbIndex {
         tables::totals_from(|name| Ok(t.get(name)?.map(|g| g.value()).unwrap_or(0)))
     }
 
-    async fn create_upload(&self, id: &str, repo: &RepoName, hasher: Vec<u8>) -> Result<()> {
+    async fn create_upload(
+        &self,
+        id: &str,
+        repo: &RepoName,
+        offset: u64,
+        hasher: Vec<u8>,
+    ) -> Result<()> {
         let (id, repo) = (id.to_owned(), repo.to_string());
-        self.write(move |w| w.create_upload(&id, &repo, hasher))
+        self.write(move |w| w.create_upload(&id, &repo, offset, hasher))
             .await
     }
 

@@ -413,13 +413,19 @@ impl<'t> W<'t> {
 
     // ---- uploads ----
 
-    pub fn create_upload(&mut self, id: &str, repo: &str, hasher: Vec<u8>) -> Result<()> {
+    pub fn create_upload(
+        &mut self,
+        id: &str,
+        repo: &str,
+        offset: u64,
+        hasher: Vec<u8>,
+    ) -> Result<()> {
         if self.uploads.get(id)?.is_some() {
             return Err(Error::Conflict(format!("upload id {id} is already in use")));
         }
         let row = Upload {
             repo: repo.to_owned(),
-            offset: 0,
+            offset,
             hasher,
             started_ms: self.now_ms,
             updated_ms: self.now_ms,
