@@ -101,6 +101,7 @@ pub struct Overrides {
     pub gc_untagged: Option<Vec<registry_gc::UntaggedRule>>,
     pub gc_orphaned_referrers: Option<bool>,
     pub metrics_addr: Option<SocketAddr>,
+    pub plain_addr: Option<SocketAddr>,
     /// `--htpasswd FILE`: Basic auth against the file (mode htpasswd unless
     /// the configuration chose token).
     pub htpasswd: Option<PathBuf>,
@@ -147,6 +148,9 @@ impl Config {
         }
         if let Some(a) = overrides.metrics_addr {
             config.metrics_addr = Some(a);
+        }
+        if let Some(a) = overrides.plain_addr {
+            config.plain_addr = Some(a);
         }
         if let Some(h) = &overrides.htpasswd {
             config.auth.htpasswd = Some(h.clone());

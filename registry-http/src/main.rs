@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the registry API (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Collect garbage: through a running server's admin API, or with
     /// --offline directly on a stopped store.
     Gc(GcArgs),
@@ -79,6 +79,10 @@ struct ServeArgs {
     /// Serve /metrics (and /healthz, /readyz) on this address instead.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// With TLS on --addr, also serve plain HTTP on this address (loopback,
+    /// or behind a proxy that terminates TLS).
+    #[arg(long)]
+    plain_addr: Option<std::net::SocketAddr>,
     /// Require HTTP Basic credentials from this htpasswd file (bcrypt,
     /// `htpasswd -B`); every listed user may pull, push and delete.
     #[arg(long)]
@@ -170,6 +174,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         gc_untagged: (!args.gc_untagged.is_empty()).then_some(args.gc_untagged),
         gc_orphaned_referrers: args.gc_orphaned_referrers,
         metrics_addr: args.metrics_addr,
+        plain_addr: args.plain_addr,
         htpasswd: args.htpasswd,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
@@ -218,7 +223,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let plain_listener = match (config.plain_addr, &tls) {
         (Some(a), Some(_)) => Some(bind(a, "plain HTTP").await?),
-        (Some(_), None) => anyhow::bail!("plain_addr is only for use beside TLS on addr"),
+        (Some(_), None) => {
+            anyhow::bail!("plain_addr (--plain-addr) is only for use beside TLS on addr")
+        }
         _ => None,
     };
     // The first lines on stdout say where we listen (scripts and tests read
@@ -586,8 +593,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+    match cli
+        .command
+        .unwrap_or_else(|| Command::Serve(Box::default()))
+    {
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Check(args) => {
             let code = runtime.block_on(check(args))?;
             std::process::exit(code);

@@ -436,8 +436,6 @@ fn route_error(method: &Method, e: Error) -> ApiError {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled, then lets
-/// in-flight requests finish for up to `grace`.
 /// How long a client may take to finish a TLS handshake.
 const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -448,6 +446,8 @@ fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Serves `app` on `listener` until `shutdown` is cancelled, then lets
+/// in-flight requests finish for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,

@@ -622,6 +622,23 @@ fn certificate(dir: &Path, name: &str) -> (String, String, String) {
     )
 }
 
+/// A server with TLS from a fresh certificate (`server.crt`/`server.key`
+/// in `dir`) and the users of [`htpasswd`]; returns it and the CA PEM.
+fn tls_server(dir: &Path, extra: &[&str]) -> (Server, String) {
+    let (cert, key, pem) = certificate(dir, "server");
+    let htpasswd = htpasswd(dir);
+    let mut args = vec![
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--htpasswd",
+        &htpasswd,
+    ];
+    args.extend_from_slice(extra);
+    (Server::start_with(&args), pem)
+}
+
 fn https_client(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
@@ -629,18 +646,26 @@ fn https_client(ca_pem: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// Pushes a small blob over TLS as bob; returns its digest.
+async fn push_blob_as_bob(s: &Server, ca_pem: &str, repo: &str) -> String {
+    let blob = random_bytes(100);
+    let d = sha256(&blob);
+    let res = https_client(ca_pem)
+        .post(format!("{}/v2/{repo}/blobs/uploads/?digest={d}", s.url))
+        .basic_auth("bob", Some("bob-secret"))
+        .body(blob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    d
+}
+
 #[tokio::test]
 async fn tls_with_generated_certificate_and_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, pem) = certificate(dir.path(), "server");
-    let s = Server::start_with(&[
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--htpasswd",
-        &htpasswd(dir.path()),
-    ]);
+    let (s, pem) = tls_server(dir.path(), &[]);
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
     assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
     let res = https_client(&pem)
         .get(format!("{}/v2/", s.url))
@@ -693,14 +718,52 @@ async fn tls_with_generated_certificate_and_reload() {
         }
     }
     assert!(switched, "the renewed certificate is served");
-    let blob = random_bytes(10);
-    let d = sha256(&blob);
-    let res = https_client(&new_pem)
-        .post(format!("{}/v2/tls/app/blobs/uploads/?digest={d}", s.url))
-        .basic_auth("bob", Some("bob-secret"))
-        .body(blob)
-        .send()
-        .await
+    push_blob_as_bob(&s, &new_pem, "tls/app").await;
+}
+
+#[tokio::test]
+async fn plain_http_beside_tls_serves_the_same_store_with_the_same_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, pem) = tls_server(dir.path(), &["--plain-addr", "127.0.0.1:0"]);
+    let plain = s.plain_url.clone().expect("plain listener announced");
+    assert!(plain.starts_with("http://127.0.0.1:"), "{plain}");
+
+    // Pushed over TLS, visible over plain HTTP: one store behind both.
+    let d = push_blob_as_bob(&s, &pem, "both/app").await;
+    let head = |auth: bool| {
+        let req = reqwest::Client::new().head(format!("{plain}/v2/both/app/blobs/{d}"));
+        let req = if auth {
+            req.basic_auth("bob", Some("bob-secret"))
+        } else {
+            req
+        };
+        req.send()
+    };
+    let res = head(true).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["docker-content-digest"], d.as_str());
+    // The plain listener asks for the same credentials.
+    let res = head(false).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().contains_key("www-authenticate"));
+
+    // Plain HTTP beside plain HTTP makes no sense: refused at start.
+    let out = Command::new(env!("CARGO_BIN_EXE_registry"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--plain-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
         .unwrap();
-    assert_eq!(res.status(), 201);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only for use beside TLS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

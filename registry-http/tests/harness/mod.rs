@@ -20,6 +20,8 @@ pub struct Server {
     pub url: String,
     /// Where `/metrics` is served when started with `--metrics-addr`.
     pub metrics_url: Option<String>,
+    /// Where plain HTTP is served beside TLS when started with `--plain-addr`.
+    pub plain_url: Option<String>,
     pub root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
@@ -74,19 +76,24 @@ impl Server {
                 )
             })
             .to_owned();
-        // A separate metrics listener announces itself on the next line.
-        let metrics_url = args.iter().any(|a| a == "--metrics-addr").then(|| {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read metrics line");
-            line.trim()
-                .strip_prefix("metrics listening on ")
-                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-                .to_owned()
-        });
+        // Extra listeners announce themselves on the next lines, in this order.
+        let mut announced = |flag: &str, prefix: &str| {
+            args.iter().any(|a| a == flag).then(|| {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("read listen line");
+                line.trim()
+                    .strip_prefix(prefix)
+                    .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                    .to_owned()
+            })
+        };
+        let metrics_url = announced("--metrics-addr", "metrics listening on ");
+        let plain_url = announced("--plain-addr", "plain listening on ");
         Server {
             child: Some(child),
             url,
             metrics_url,
+            plain_url,
             root,
             _tmp: None,
             args,
@@ -125,6 +132,7 @@ impl Server {
         let fresh = Server::spawn(self.root.clone(), self.args.clone());
         self.url = fresh.url.clone();
         self.metrics_url = fresh.metrics_url.clone();
+        self.plain_url = fresh.plain_url.clone();
         self.child = fresh.into_child();
     }
 
