@@ -31,13 +31,23 @@ fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// A trash can, drawn inline (no icon font or image to fetch).
+/// The icons, drawn once per page as SVG symbols (no icon font or image to
+/// fetch); a repository with a thousand tags repeats only the reference.
+fn icon_symbols() -> Markup {
+    html! {
+        svg.icons width="0" height="0" aria-hidden="true" {
+            symbol #i-trash viewBox="0 0 16 16" {
+                path d="M6 1.5h4M2.5 3.5h11M4 3.5l.7 10.2c.05.75.6 1.3 1.3 1.3h4c.7 0 1.25-.55 1.3-1.3L12 3.5M6.5 6.5v5.5M9.5 6.5v5.5"
+                    fill="none" stroke="currentColor" stroke-width="1.3" stroke-linecap="round" {}
+            }
+        }
+    }
+}
+
+/// A trash can.
 fn trash_icon() -> Markup {
     html! {
-        svg width="16" height="16" viewBox="0 0 16 16" aria-hidden="true" {
-            path d="M6 1.5h4M2.5 3.5h11M4 3.5l.7 10.2c.05.75.6 1.3 1.3 1.3h4c.7 0 1.25-.55 1.3-1.3L12 3.5M6.5 6.5v5.5M9.5 6.5v5.5"
-                fill="none" stroke="currentColor" stroke-width="1.3" stroke-linecap="round" {}
-        }
+        svg width="16" height="16" aria-hidden="true" { use href="#i-trash" {} }
     }
 }
 
@@ -57,6 +67,7 @@ pub fn layout(f: &Frame<'_>, title: &str, active: &str, body: Markup) -> Markup 
                 script src="/ui/static/app.js" defer {}
             }
             body {
+                (icon_symbols())
                 header {
                     a.brand href="/ui/" { "Berth" }
                     nav {
