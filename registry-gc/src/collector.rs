@@ -411,6 +411,22 @@ impl Collector {
         })
     }
 
+    /// Forgets, once a minute, HEAD/GET confirmations older than the
+    /// configured grace period: they protect nothing any more, and without
+    /// this a server that never collects would keep one per blob ever
+    /// confirmed. A run prunes for itself when it starts.
+    pub fn spawn_housekeeping(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                this.registry.fence().prune(this.config.grace);
+            }
+        })
+    }
+
     // ---- the run itself ----
 
     fn update(report: &Mutex<RunReport>, f: impl FnOnce(&mut RunReport)) {
@@ -427,7 +443,9 @@ impl Collector {
         let grace = Duration::from_secs_f64(settings.grace_seconds);
         let upload_age = Duration::from_secs_f64(settings.upload_max_age_seconds);
         let now = now_ms();
-        self.registry.fence().prune(grace);
+        // A run asked for a shorter grace must not strip the protection
+        // that later runs with the configured one still owe.
+        self.registry.fence().prune(grace.max(self.config.grace));
 
         Self::update(report, |r| r.phase = "uploads".into());
         self.collect_uploads(report, ms_before(now, upload_age), dry_run)

@@ -24,6 +24,8 @@ pub struct Limits {
     pub max_manifest_bytes: u64,
     /// Largest blob accepted, in bytes; 0 means no limit.
     pub max_blob_bytes: u64,
+    /// Memory the index may use to cache its pages, in bytes.
+    pub index_cache_bytes: u64,
 }
 
 impl Default for Limits {
@@ -31,6 +33,7 @@ impl Default for Limits {
         Limits {
             max_manifest_bytes: registry_core::manifest::DEFAULT_MAX_MANIFEST_BYTES,
             max_blob_bytes: 0,
+            index_cache_bytes: registry_core::index::DEFAULT_CACHE_BYTES as u64,
         }
     }
 }

@@ -203,6 +203,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         collector.set_schedule(s.as_deref()).await?;
     }
     collector.spawn_scheduler();
+    collector.spawn_housekeeping();
     let auth =
         Arc::new(Auth::new(&config.auth, &config.data_dir).context("setting up authentication")?);
     let tls = config

@@ -82,6 +82,7 @@ pub fn open_store(config: &Config, observer: Arc<dyn Observer>) -> anyhow::Resul
     let blobs = Arc::new(FsBlobStore::open(&config.data_dir)?);
     let index = Arc::new(RedbIndex::open_observed(
         &config.index_path(),
+        usize::try_from(config.limits.index_cache_bytes).unwrap_or(usize::MAX),
         observer.clone(),
     )?);
     let limits = Limits {

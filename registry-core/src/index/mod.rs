@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::manifest::{Kind, ParsedManifest};
 use crate::names::{Reference, RepoName, Tag};
 
-pub use self::redb::{RedbIndex, now_ms};
+pub use self::redb::{DEFAULT_CACHE_BYTES, RedbIndex, now_ms};
 
 /// A stored manifest's metadata (and, when asked for, its bytes).
 #[derive(Debug, Clone)]

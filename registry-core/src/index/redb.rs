@@ -32,6 +32,13 @@ use crate::observe::{NoObserver, Observer};
 /// Most jobs one group commit takes; the rest wait for the next.
 const MAX_GROUP: usize = 512;
 
+/// Memory redb may use to cache index pages unless told otherwise. redb's
+/// own default (1 GiB) lets a busy server's resident set grow with the
+/// index file for a long time; the B-tree's interior pages, which every
+/// lookup touches, fit many times over in this, and a page that misses is
+/// one read from the operating system's page cache.
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A queued write: runs against the open tables and returns whether it hit
 /// a storage error (which aborts the whole group) and how to answer its
@@ -61,12 +68,20 @@ pub struct RedbIndex {
 impl RedbIndex {
     /// Opens (creating if needed) the index file at `path`.
     pub fn open(path: &Path) -> Result<RedbIndex> {
-        RedbIndex::open_observed(path, Arc::new(NoObserver))
+        RedbIndex::open_observed(path, DEFAULT_CACHE_BYTES, Arc::new(NoObserver))
     }
 
-    /// Opens the index, reporting every group commit to `observer`.
-    pub fn open_observed(path: &Path, observer: Arc<dyn Observer>) -> Result<RedbIndex> {
-        let db = Database::create(path).map_err(Error::storage)?;
+    /// Opens the index with a page cache of at most `cache_bytes`, reporting
+    /// every group commit to `observer`.
+    pub fn open_observed(
+        path: &Path,
+        cache_bytes: usize,
+        observer: Arc<dyn Observer>,
+    ) -> Result<RedbIndex> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(Error::storage)?;
         {
             let txn = db.begin_write()?;
             {
