@@ -343,21 +343,28 @@ fn print_report(r: &RunReport, json: bool) {
     }
 }
 
+/// Loads the configuration and opens a stopped store (for `gc --offline`
+/// and `check`), after the same start-up recovery a server runs.
+async fn open_stopped_store(args: &StoreArgs) -> anyhow::Result<(Config, server::Store)> {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
+    init_logging(config.log_format);
+    let store = server::open_store(&config, Arc::new(NoObserver)).with_context(|| {
+        format!(
+            "opening the store in {} (is a server still running on it?)",
+            config.data_dir.display()
+        )
+    })?;
+    store.recover().await?;
+    Ok((config, store))
+}
+
 async fn gc(args: GcArgs) -> anyhow::Result<bool> {
     let report = if args.offline {
-        let overrides = Overrides {
-            data_dir: args.store.data_dir.clone(),
-            ..Overrides::default()
-        };
-        let config = Config::load(args.store.config.as_deref(), &overrides)?;
-        init_logging(config.log_format);
-        let store = server::open_store(&config, Arc::new(NoObserver)).with_context(|| {
-            format!(
-                "opening the store in {} (is a server still running on it?)",
-                config.data_dir.display()
-            )
-        })?;
-        store.recover().await?;
+        let (config, store) = open_stopped_store(&args.store).await?;
         let collector = Collector::new(store.registry.clone(), config.gc.clone(), false).await?;
         let id = collector.start(request(&args), "offline", "offline")?;
         let report = follow_offline_run(&collector, id).await?;
@@ -505,19 +512,7 @@ impl Reporter {
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<i32> {
-    let overrides = Overrides {
-        data_dir: args.store.data_dir.clone(),
-        ..Overrides::default()
-    };
-    let config = Config::load(args.store.config.as_deref(), &overrides)?;
-    init_logging(config.log_format);
-    let store = server::open_store(&config, Arc::new(NoObserver)).with_context(|| {
-        format!(
-            "opening the store in {} (is a server still running on it?)",
-            config.data_dir.display()
-        )
-    })?;
-    store.recover().await?;
+    let (_, store) = open_stopped_store(&args.store).await?;
     let reporter = Reporter::new();
     let options = CheckOptions {
         repair: args.repair,

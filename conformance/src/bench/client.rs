@@ -242,12 +242,23 @@ impl Registry {
         let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         url.query_pairs_mut().append_pair("digest", &blob.digest);
         let request = Self::with_body(self.http.post(url), blob.slices(0..blob.len()));
+        self.created_or_upload(WHAT, request, blob).await
+    }
+
+    /// Sends a POST that either completes (201) or opens a session (202)
+    /// into which the whole blob is then uploaded.
+    async fn created_or_upload(
+        &self,
+        what: &'static str,
+        request: RequestBuilder,
+        blob: &Blob,
+    ) -> OpResult<()> {
         let expected = [StatusCode::CREATED, StatusCode::ACCEPTED];
-        let response = self.send(WHAT, request, &expected).await?;
+        let response = self.send(what, request, &expected).await?;
         if response.status() == StatusCode::CREATED {
             return Ok(());
         }
-        let location = self.location(WHAT, response.headers())?;
+        let location = self.location(what, response.headers())?;
         self.finish_upload(location, &blob.digest, blob.slices(0..blob.len()))
             .await
     }
@@ -281,14 +292,7 @@ impl Registry {
             .append_pair("mount", &blob.digest)
             .append_pair("from", from);
         let request = self.http.post(url).header(header::CONTENT_LENGTH, 0);
-        let expected = [StatusCode::CREATED, StatusCode::ACCEPTED];
-        let response = self.send(WHAT, request, &expected).await?;
-        if response.status() == StatusCode::CREATED {
-            return Ok(());
-        }
-        let location = self.location(WHAT, response.headers())?;
-        self.finish_upload(location, &blob.digest, blob.slices(0..blob.len()))
-            .await
+        self.created_or_upload(WHAT, request, blob).await
     }
 
     /// `GET` a blob, hashing the body as it streams in; returns its length.

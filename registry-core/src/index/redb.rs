@@ -305,7 +305,18 @@ fn page(
 /// The result of a collecting transaction: what it removed and the blobs
 /// left unreferenced by it.
 fn collected(w: &W<'_>, mark: usize, removed: Vec<(String, String, u64)>) -> Result<Collected> {
-    let manifests = removed
+    let manifests = removed_manifests(removed)?;
+    let freed = w
+        .freed_blobs(mark)?
+        .into_iter()
+        .map(|(d, row, since)| unreferenced(&d, &row, since))
+        .collect::<Result<_>>()?;
+    Ok(Collected { manifests, freed })
+}
+
+/// Manifest rows a transaction removed, as (repository, digest, size).
+fn removed_manifests(removed: Vec<(String, String, u64)>) -> Result<Vec<RemovedManifest>> {
+    removed
         .into_iter()
         .map(|(repo, digest, size)| {
             Ok(RemovedManifest {
@@ -314,13 +325,7 @@ fn collected(w: &W<'_>, mark: usize, removed: Vec<(String, String, u64)>) -> Res
                 size,
             })
         })
-        .collect::<Result<_>>()?;
-    let freed = w
-        .freed_blobs(mark)?
-        .into_iter()
-        .map(|(d, row, since)| unreferenced(&d, &row, since))
-        .collect::<Result<_>>()?;
-    Ok(Collected { manifests, freed })
+        .collect()
 }
 
 fn unreferenced(digest: &str, row: &tables::BlobRow, since_ms: u64) -> Result<UnreferencedBlob> {
@@ -758,17 +763,7 @@ impl Index for RedbIndex {
 
     async fn drop_blob(&self, digest: &Digest) -> Result<Vec<RemovedManifest>> {
         let d = digest.to_string();
-        let removed = self.write(move |w| w.drop_blob(&d)).await?;
-        removed
-            .into_iter()
-            .map(|(repo, digest, size)| {
-                Ok(RemovedManifest {
-                    repository: repo.parse()?,
-                    digest: digest.parse()?,
-                    size,
-                })
-            })
-            .collect()
+        removed_manifests(self.write(move |w| w.drop_blob(&d)).await?)
     }
 
     async fn record_activity(&self, entry: Activity, retain: u64) -> Result<u64> {
