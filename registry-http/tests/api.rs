@@ -18,78 +18,37 @@ async fn base_route_and_error_envelopes() {
         "registry/2.0"
     );
 
-    assert_error(
-        c.get("/v2/nothing/here/at/all").send().await.unwrap(),
-        404,
-        "UNSUPPORTED",
-    )
-    .await;
-    assert_error(c.get("/v3/").send().await.unwrap(), 404, "UNSUPPORTED").await;
+    let unknown = sha256(b"never pushed");
+    let unknown_blob = format!("/v2/a/blobs/{unknown}");
+    for (path, status, code) in [
+        ("/v2/nothing/here/at/all", 404, "UNSUPPORTED"),
+        ("/v3/", 404, "UNSUPPORTED"),
+        ("/v2/Upper/tags/list", 400, "NAME_INVALID"),
+        ("/v2/a/blobs/sha256:abc", 400, "DIGEST_INVALID"),
+        (
+            "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e",
+            400,
+            "DIGEST_INVALID",
+        ),
+        (&unknown_blob, 404, "BLOB_UNKNOWN"),
+        ("/v2/a/manifests/latest", 404, "MANIFEST_UNKNOWN"),
+        ("/v2/a/manifests/.bad", 404, "MANIFEST_UNKNOWN"),
+        ("/v2/a/tags/list", 404, "NAME_UNKNOWN"),
+        (
+            "/v2/a/blobs/uploads/0123456789abcdef",
+            404,
+            "BLOB_UPLOAD_UNKNOWN",
+        ),
+    ] {
+        assert_error(c.get(path).send().await.unwrap(), status, code).await;
+    }
     let res = c.post("/v2/a/tags/list").send().await.unwrap();
     assert_eq!(res.headers()["allow"], "GET");
     assert_error(res, 405, "UNSUPPORTED").await;
     assert_error(
-        c.get("/v2/Upper/tags/list").send().await.unwrap(),
-        400,
-        "NAME_INVALID",
-    )
-    .await;
-    assert_error(
-        c.get("/v2/a/blobs/sha256:abc").send().await.unwrap(),
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
-    assert_error(
-        c.get("/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e")
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
-    let unknown = sha256(b"never pushed");
-    assert_error(
-        c.get(&format!("/v2/a/blobs/{unknown}"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "BLOB_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        c.get("/v2/a/manifests/latest").send().await.unwrap(),
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        c.get("/v2/a/manifests/.bad").send().await.unwrap(),
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
-    assert_error(
         c.put_manifest("a", ".bad", OCI_MANIFEST, b"{}").await,
         400,
         "MANIFEST_INVALID",
-    )
-    .await;
-    assert_error(
-        c.get("/v2/a/tags/list").send().await.unwrap(),
-        404,
-        "NAME_UNKNOWN",
-    )
-    .await;
-    assert_error(
-        c.get("/v2/a/blobs/uploads/0123456789abcdef")
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "BLOB_UPLOAD_UNKNOWN",
     )
     .await;
     // An upload id that tries to name a path is just unknown.
