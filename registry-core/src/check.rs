@@ -9,8 +9,6 @@
 //! with the manifests that referenced them (reported: pushing those images
 //! again restores them).
 
-use std::collections::HashSet;
-
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -75,7 +73,7 @@ pub enum Progress<'a> {
 }
 
 async fn hash_of(registry: &Registry, digest: &Digest, size: u64) -> Result<Digest> {
-    let mut stream = registry.blobs().read(digest, 0..size).await?;
+    let mut stream = registry.blobs.read(digest, 0..size).await?;
     let mut h = Hasher::new(digest.algorithm());
     while let Some(chunk) = stream.next().await {
         h.update(&chunk?);
@@ -83,13 +81,42 @@ async fn hash_of(registry: &Registry, digest: &Digest, size: u64) -> Result<Dige
     Ok(h.finish())
 }
 
+enum Found {
+    Missing(BlobProblem),
+    WrongSize(BlobProblem),
+    Corrupt(BlobProblem),
+}
+
+/// What is wrong with a blob's bytes, if anything.
+async fn check_blob(
+    registry: &Registry,
+    digest: &Digest,
+    recorded: u64,
+    options: CheckOptions,
+) -> Result<Option<Found>> {
+    let problem = |found: String| BlobProblem {
+        digest: digest.clone(),
+        size: recorded,
+        found,
+    };
+    Ok(match registry.blobs.stat(digest).await? {
+        None => Some(Found::Missing(problem("no file".into()))),
+        Some(size) if size != recorded => Some(Found::WrongSize(problem(format!("{size} bytes")))),
+        Some(size) if options.verify_content => {
+            let actual = hash_of(registry, digest, size).await?;
+            (actual != *digest).then(|| Found::Corrupt(problem(actual.to_string())))
+        }
+        Some(_) => None,
+    })
+}
+
 pub async fn check(
     registry: &Registry,
     options: CheckOptions,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<CheckReport> {
-    let index = registry.index();
-    let blobs = registry.blobs();
+    let index = &registry.index;
+    let blobs = &registry.blobs;
     let mut report = CheckReport::default();
 
     let totals = index.totals().await?;
@@ -101,7 +128,6 @@ pub async fn check(
         },
         total: Some(totals.blobs),
     });
-    let mut known = HashSet::new();
     let mut after: Option<Digest> = None;
     loop {
         let page = index.blobs_page(after.as_ref(), 1000).await?;
@@ -109,47 +135,38 @@ pub async fn check(
         after = Some(last.clone());
         for (digest, info) in page {
             report.blobs_checked += 1;
-            match blobs.stat(&digest).await? {
-                None => report.missing.push(BlobProblem {
-                    digest: digest.clone(),
-                    size: info.size,
-                    found: "no file".into(),
-                }),
-                Some(size) if size != info.size => report.wrong_size.push(BlobProblem {
-                    digest: digest.clone(),
-                    size: info.size,
-                    found: format!("{size} bytes"),
-                }),
-                Some(size) => {
-                    report.bytes_checked += size;
-                    if options.verify_content {
-                        let actual = hash_of(registry, &digest, size).await?;
-                        if actual != digest {
-                            report.corrupt.push(BlobProblem {
-                                digest: digest.clone(),
-                                size: info.size,
-                                found: actual.to_string(),
-                            });
-                        }
+            if let Some(p) = check_blob(registry, &digest, info.size, options).await? {
+                match p {
+                    Found::Missing(p) => report.missing.push(p),
+                    Found::WrongSize(p) => report.wrong_size.push(p),
+                    Found::Corrupt(p) => {
+                        report.bytes_checked += info.size;
+                        report.corrupt.push(p);
                     }
                 }
+            } else {
+                report.bytes_checked += info.size;
             }
-            known.insert(digest);
             progress(Progress::Advance(1));
         }
     }
 
-    let files = blobs.list().await?;
     progress(Progress::Phase {
         name: "files",
-        total: Some(files.len() as u64),
+        total: Some(totals.blobs),
     });
-    for (digest, size) in files {
-        report.files_checked += 1;
-        if !known.contains(&digest) {
-            report.orphan_files.push((digest, size));
+    let mut after: Option<Digest> = None;
+    loop {
+        let page = blobs.list(after.as_ref(), 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.digest.clone());
+        for b in page {
+            report.files_checked += 1;
+            if index.blob(&b.digest).await?.is_none() {
+                report.orphan_files.push((b.digest, b.size));
+            }
+            progress(Progress::Advance(1));
         }
-        progress(Progress::Advance(1));
     }
 
     progress(Progress::Phase {
@@ -163,25 +180,32 @@ pub async fn check(
             name: "repair",
             total: None,
         });
-        for p in report.corrupt.iter().chain(&report.wrong_size) {
-            blobs.quarantine(&p.digest).await?;
-        }
-        for p in report
-            .missing
-            .iter()
-            .chain(&report.corrupt)
-            .chain(&report.wrong_size)
-        {
-            report
-                .removed_manifests
-                .extend(index.drop_blob(&p.digest).await?);
-        }
-        let orphans: Vec<Digest> = report.orphan_files.iter().map(|(d, _)| d.clone()).collect();
-        blobs.trash(&orphans).await?;
-        blobs.empty_trash().await?;
-        index.recount(true).await?;
-        report.remaining_problems = index.recount(false).await?;
-        report.repaired = true;
+        repair(registry, &mut report).await?;
     }
     Ok(report)
+}
+
+/// Quarantines corrupt blobs, forgets blobs whose bytes are gone or corrupt
+/// (with the manifests that needed them), deletes orphan files, recounts.
+async fn repair(registry: &Registry, report: &mut CheckReport) -> Result<()> {
+    let (index, blobs) = (&registry.index, &registry.blobs);
+    for p in report.corrupt.iter().chain(&report.wrong_size) {
+        blobs.quarantine(&p.digest).await?;
+    }
+    let lost: Vec<Digest> = report
+        .missing
+        .iter()
+        .chain(&report.corrupt)
+        .chain(&report.wrong_size)
+        .map(|p| p.digest.clone())
+        .collect();
+    for d in &lost {
+        report.removed_manifests.extend(index.drop_blob(d).await?);
+    }
+    let orphans: Vec<Digest> = report.orphan_files.iter().map(|(d, _)| d.clone()).collect();
+    blobs.delete(&orphans).await?;
+    index.recount(true).await?;
+    report.remaining_problems = index.recount(false).await?;
+    report.repaired = true;
+    Ok(())
 }

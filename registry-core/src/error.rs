@@ -103,6 +103,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("index error: {0}")]
     Storage(String),
+    /// A rule found the index in a state it cannot be in, or code panicked:
+    /// a bug. The request fails alone.
+    #[error("internal error: {0}")]
+    Bug(String),
 }
 
 impl Error {
@@ -131,12 +135,8 @@ impl Error {
             Error::Unsupported(_) => ErrorCode::Unsupported,
             Error::Conflict(_) => ErrorCode::Denied,
             Error::Unavailable(_) => ErrorCode::Unavailable,
-            Error::Io(_) | Error::Storage(_) => ErrorCode::Internal,
+            Error::Io(_) | Error::Storage(_) | Error::Bug(_) => ErrorCode::Internal,
         }
-    }
-
-    pub(crate) fn storage(e: impl std::fmt::Display) -> Error {
-        Error::Storage(e.to_string())
     }
 }
 

@@ -1,21 +1,25 @@
 //! Berth's domain: validated names, references and digests; manifest
-//! parsing; the blob store; the metadata index with its reference counts; and
-//! [`Registry`], which combines them into the operations of the OCI
-//! distribution API. Nothing here knows HTTP.
+//! parsing; the blob stores; the metadata index (its rules in [`model`],
+//! over the table interface of [`db`]); the state a node shares with the
+//! others ([`coord`]); and [`Registry`], which combines them into the
+//! operations of the OCI distribution API. Nothing here knows HTTP.
 
 pub mod blob;
 pub mod check;
+pub mod clock;
+pub mod coord;
+pub mod db;
 pub mod digest;
 pub mod error;
-pub mod fence;
 pub mod index;
 pub mod manifest;
+pub mod model;
 pub mod names;
 pub mod observe;
+pub mod registry;
 
+pub use clock::Clock;
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{Error, ErrorCode, Result};
 pub use names::{Reference, RepoName, Tag};
-pub mod registry;
-
-pub use registry::{Limits, Registry, StoredManifest};
+pub use registry::{Limits, Options, Registry, StoredManifest};

@@ -135,6 +135,21 @@ pub fn parse(
 ) -> Result<ParsedManifest> {
     let probe: Probe = serde_json::from_slice(bytes)
         .map_err(|e| Error::ManifestInvalid(format!("not a JSON object: {e}")))?;
+    let media_type = media_type_of(&probe, content_type)?;
+    let digest = Digest::of(algorithm, bytes);
+    match media_type.as_str() {
+        OCI_MANIFEST | DOCKER_MANIFEST => parse_image(bytes, digest, media_type),
+        OCI_INDEX | DOCKER_MANIFEST_LIST => parse_index(bytes, digest, media_type),
+        other => Err(Error::ManifestInvalid(format!(
+            "unsupported manifest media type {other:?}; supported: {}",
+            MANIFEST_MEDIA_TYPES.join(", ")
+        ))),
+    }
+}
+
+/// The media type a manifest is stored under: the declared one, which must
+/// agree with the body's, else the body's, else what its shape says.
+fn media_type_of(probe: &Probe, content_type: Option<&str>) -> Result<String> {
     let declared = declared(content_type);
     if let (Some(header), Some(body)) = (declared, probe.media_type.as_deref())
         && header != body
@@ -161,74 +176,66 @@ pub fn parse(
     if probe.schema_version != Some(2) {
         return Err(Error::ManifestInvalid("schemaVersion must be 2".into()));
     }
-    let digest = Digest::of(algorithm, bytes);
-    let size = bytes.len() as u64;
-    let invalid = |e: serde_json::Error| Error::ManifestInvalid(format!("{media_type}: {e}"));
+    Ok(media_type)
+}
+
+fn invalid(media_type: &str) -> impl Fn(serde_json::Error) -> Error + '_ {
+    move |e| Error::ManifestInvalid(format!("{media_type}: {e}"))
+}
+
+fn annotations(a: &Option<std::collections::HashMap<String, String>>) -> BTreeMap<String, String> {
+    a.clone().unwrap_or_default().into_iter().collect()
+}
+
+fn parse_image(bytes: &[u8], digest: Digest, media_type: String) -> Result<ParsedManifest> {
+    let m: ImageManifest = serde_json::from_slice(bytes).map_err(invalid(&media_type))?;
     let mut blobs = Vec::new();
-    let mut children = Vec::new();
-    match media_type.as_str() {
-        OCI_MANIFEST | DOCKER_MANIFEST => {
-            let m: ImageManifest = serde_json::from_slice(bytes).map_err(invalid)?;
-            push_unique(&mut blobs, target(m.config(), "config")?)?;
-            for layer in m.layers() {
-                let foreign = FOREIGN_LAYERS.contains(&layer.media_type().to_string().as_str())
-                    && layer.urls().as_ref().is_some_and(|u| !u.is_empty());
-                if !foreign {
-                    push_unique(&mut blobs, target(layer, "layer")?)?;
-                }
-            }
-            let artifact_type = m
-                .artifact_type()
-                .as_ref()
-                .map(|t| t.to_string())
-                .or_else(|| Some(m.config().media_type().to_string()));
-            Ok(ParsedManifest {
-                digest,
-                size,
-                media_type,
-                kind: Kind::Image,
-                blobs,
-                children,
-                subject: subject(m.subject().as_ref())?,
-                artifact_type,
-                annotations: m
-                    .annotations()
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-            })
+    push_unique(&mut blobs, target(m.config(), "config")?)?;
+    for layer in m.layers() {
+        let foreign = FOREIGN_LAYERS.contains(&layer.media_type().to_string().as_str())
+            && layer.urls().as_ref().is_some_and(|u| !u.is_empty());
+        if !foreign {
+            push_unique(&mut blobs, target(layer, "layer")?)?;
         }
-        OCI_INDEX | DOCKER_MANIFEST_LIST => {
-            let m: ImageIndex = serde_json::from_slice(bytes).map_err(invalid)?;
-            for child in m.manifests() {
-                push_unique(&mut children, target(child, "manifests[]")?)?;
-            }
-            if children.iter().any(|c| c.digest == digest) {
-                return Err(Error::ManifestInvalid("an index cannot list itself".into()));
-            }
-            Ok(ParsedManifest {
-                digest,
-                size,
-                media_type,
-                kind: Kind::Index,
-                blobs,
-                children,
-                subject: subject(m.subject().as_ref())?,
-                artifact_type: m.artifact_type().as_ref().map(|t| t.to_string()),
-                annotations: m
-                    .annotations()
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-            })
-        }
-        other => Err(Error::ManifestInvalid(format!(
-            "unsupported manifest media type {other:?}; supported: {}",
-            MANIFEST_MEDIA_TYPES.join(", ")
-        ))),
     }
+    let artifact_type = m
+        .artifact_type()
+        .as_ref()
+        .map(|t| t.to_string())
+        .or_else(|| Some(m.config().media_type().to_string()));
+    Ok(ParsedManifest {
+        digest,
+        size: bytes.len() as u64,
+        media_type,
+        kind: Kind::Image,
+        blobs,
+        children: Vec::new(),
+        subject: subject(m.subject().as_ref())?,
+        artifact_type,
+        annotations: annotations(m.annotations()),
+    })
+}
+
+fn parse_index(bytes: &[u8], digest: Digest, media_type: String) -> Result<ParsedManifest> {
+    let m: ImageIndex = serde_json::from_slice(bytes).map_err(invalid(&media_type))?;
+    let mut children = Vec::new();
+    for child in m.manifests() {
+        push_unique(&mut children, target(child, "manifests[]")?)?;
+    }
+    if children.iter().any(|c| c.digest == digest) {
+        return Err(Error::ManifestInvalid("an index cannot list itself".into()));
+    }
+    Ok(ParsedManifest {
+        digest,
+        size: bytes.len() as u64,
+        media_type,
+        kind: Kind::Index,
+        blobs: Vec::new(),
+        children,
+        subject: subject(m.subject().as_ref())?,
+        artifact_type: m.artifact_type().as_ref().map(|t| t.to_string()),
+        annotations: annotations(m.annotations()),
+    })
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use registry_core::index::{Collected, Index, Page, RedbIndex, Referrer, Totals};
+use registry_core::index::{Collected, Index, Page, Referrer, Totals};
 use registry_core::manifest::{self, Kind, OCI_INDEX, OCI_MANIFEST, ParsedManifest};
 use registry_core::{Algorithm, Digest, Error, Reference, RepoName, Tag};
 use serde_json::{Value, json};
@@ -1498,10 +1498,8 @@ fn outcome<T>(u: &Universe, result: Result<T, Error>, ok: impl FnOnce(T) -> Outc
     }
 }
 
-fn open(path: &Path) -> Result<Box<dyn Index>, String> {
-    RedbIndex::open(path)
-        .map(|i| Box::new(i) as Box<dyn Index>)
-        .map_err(|e| format!("opening the index failed: {e:?}"))
+fn open(path: &Path) -> Result<Index, String> {
+    Index::open_redb(path).map_err(|e| format!("opening the index failed: {e:?}"))
 }
 
 /// The clock values a report carried: (blob, `since_ms`, `seen_ms`) of
@@ -1545,7 +1543,7 @@ fn report(u: &Universe, c: Collected, with_manifests: bool) -> (Outcome, FreedCl
 /// `next_upload` is the id `CreateUpload` uses; the model (in the state
 /// before `op`) says what numbers its cutoffs stand for.
 async fn apply_real(
-    index: &dyn Index,
+    index: &Index,
     u: &Universe,
     model: &Model,
     op: &Op,
@@ -1682,7 +1680,7 @@ fn model_page(names: &[String], after: Option<&str>, limit: usize) -> Page {
 
 /// Compares everything the `Index` trait can tell about the universe with
 /// what the model derives; `Err` lists every difference.
-async fn compare(index: &dyn Index, model: &Model, u: &Universe) -> Result<Clocks, String> {
+async fn compare(index: &Index, model: &Model, u: &Universe) -> Result<Clocks, String> {
     let mut d = Diffs::default();
 
     for (b, &size) in BLOB_SIZES.iter().enumerate() {
@@ -1893,7 +1891,7 @@ fn page_of<K: PartialOrd + Clone, T: Clone>(
 /// Compares the garbage-collection listings: `dangling_manifests` and
 /// `unreferenced_blobs`, whole, two at a time, and after every key of the
 /// universe (present or not); each clock value against its window.
-async fn compare_gc(index: &dyn Index, model: &Model, u: &Universe, d: &mut Diffs) -> Clocks {
+async fn compare_gc(index: &Index, model: &Model, u: &Universe, d: &mut Diffs) -> Clocks {
     let mut clocks = Clocks::default();
 
     // (repository, digest) keys as the index orders them, with what a
@@ -2076,7 +2074,7 @@ async fn compare_gc(index: &dyn Index, model: &Model, u: &Universe, d: &mut Diff
 /// The repository view's "what deleting this frees" figures come from a
 /// read-only simulation; `preview_delete` runs the real deletion in a
 /// rolled-back transaction. They must agree for every tag and manifest.
-async fn check_views_agree_with_previews(index: &dyn Index, d: &mut Diffs) {
+async fn check_views_agree_with_previews(index: &Index, d: &mut Diffs) {
     let bytes =
         |c: Result<Collected, Error>| c.map(|c| c.freed.iter().map(|b| b.size).sum::<u64>()).ok();
     for name in REPOS {
@@ -2169,7 +2167,7 @@ struct Runner<'u> {
     u: &'u Universe,
     path: PathBuf,
     /// `None` only while it is being reopened.
-    index: Option<Box<dyn Index>>,
+    index: Option<Index>,
     model: Model,
     trace: Vec<String>,
     answers: Vec<Outcome>,
@@ -2178,8 +2176,8 @@ struct Runner<'u> {
 }
 
 impl Runner<'_> {
-    fn index(&self) -> &dyn Index {
-        self.index.as_deref().expect("the index is open")
+    fn index(&self) -> &Index {
+        self.index.as_ref().expect("the index is open")
     }
 
     fn fail(&self, why: String) -> String {
@@ -2776,7 +2774,7 @@ fn every_refusal_matches_refcount_model() {
 /// session is deleted nothing may remain.
 #[test]
 fn reused_upload_id_keeps_counts_consistent() {
-    async fn consistent(index: &dyn Index, repos: &[RepoName], when: &str) {
+    async fn consistent(index: &Index, repos: &[RepoName], when: &str) {
         let uploads = index.uploads().await.expect("uploads");
         let totals = index.totals().await.expect("totals");
         assert_eq!(
@@ -2813,7 +2811,7 @@ fn reused_upload_id_keeps_counts_consistent() {
             .create_upload("reused", &repos[1], 0, Vec::new())
             .await;
         consistent(
-            &*index,
+            &index,
             &repos,
             &format!("after a second create_upload ({second:?})"),
         )
@@ -2822,7 +2820,7 @@ fn reused_upload_id_keeps_counts_consistent() {
             .delete_upload("reused")
             .await
             .expect("the session is there to delete");
-        consistent(&*index, &repos, "after delete_upload").await;
+        consistent(&index, &repos, "after delete_upload").await;
         assert_eq!(index.totals().await.expect("totals"), Totals::default());
     });
 }
@@ -3119,10 +3117,10 @@ fn a_collection_reports_only_what_it_freed() {
         let index = open(&dir.path().join("index.redb")).expect("the index opens");
         let (app, web) = (&u.repos[0], &u.repos[1]);
         let (img0, img1) = (&u.manifests[0], &u.manifests[1]);
-        async fn put(index: &dyn Index, repo: &RepoName, m: &Manifest) -> Result<(), Error> {
+        async fn put(index: &Index, repo: &RepoName, m: &Manifest) -> Result<(), Error> {
             index.put_manifest(repo, &m.parsed, m.body.clone(), None).await
         }
-        let index = &*index;
+        let index = &index;
         let freed = |c: Collected| -> Vec<String> {
             c.freed.iter().map(|b| u.name_of(&b.digest)).collect()
         };

@@ -3,14 +3,16 @@
 //! The index already knows the garbage: blob reference counts change in the
 //! transaction that stores or deletes a manifest, and blobs at zero sit in
 //! their own table. The [`Collector`] reads candidates from there, and
-//! deletes them behind a short write fence (see `registry_core::fence` and
-//! the module documentation of [`collector`] for the safety argument), so
+//! deletes them behind a short write fence (see `registry_core::coord`,
+//! `registry_core::registry::gc` and the module documentation of `run` for
+//! the safety argument), so
 //! pushes and pulls go on while it runs.
 
 pub mod collector;
 pub mod config;
 pub mod error;
 pub mod report;
+mod run;
 pub mod schedule;
 
 pub use collector::{Collector, RunRequest};

@@ -49,7 +49,8 @@ pub struct RunReport {
     pub dry_run: bool,
     pub state: RunState,
     pub error: Option<String>,
-    /// What the run is doing now: `uploads`, `manifests`, `blobs`, `done`.
+    /// What the run is doing now: `uploads`, `manifests`, `blobs`,
+    /// `reconcile`, `done`.
     pub phase: String,
     pub started_at: String,
     pub started_ms: u64,
@@ -60,6 +61,12 @@ pub struct RunReport {
     pub bytes_freed: u64,
     pub manifests_deleted: u64,
     pub uploads_deleted: u64,
+    /// Files no index row named (left by a crash), found by reconciliation
+    /// and deleted, and their bytes.
+    #[serde(default)]
+    pub orphans_deleted: u64,
+    #[serde(default)]
+    pub orphan_bytes: u64,
     /// Times the write fence was closed, and for how long.
     pub fences: u64,
     pub fence_total_ms: f64,
@@ -99,5 +106,15 @@ impl Deleted {
 impl RunReport {
     pub fn is_finished(&self) -> bool {
         self.state != RunState::Running
+    }
+
+    /// Counts one fence closing of `ms` milliseconds.
+    pub fn fenced(&mut self, ms: f64) {
+        self.fences += 1;
+        self.fence_total_ms += ms;
+        self.fence_max_ms = self.fence_max_ms.max(ms);
+        if self.fence_durations_ms.len() < MAX_LISTED {
+            self.fence_durations_ms.push(ms);
+        }
     }
 }

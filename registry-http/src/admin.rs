@@ -9,13 +9,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use registry_core::index::{ActivityQuery, Collected};
-use registry_core::{Digest, Error, ErrorCode, Reference, Registry, RepoName};
+use registry_core::{Error, ErrorCode, Reference, Registry, RepoName};
 use registry_gc::report::RunReport;
 use registry_gc::{Collector, GcError, RunRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::activity::ActivityLog;
 use crate::api::actor_of;
 use crate::body::{self, Body, ReqBody};
 use crate::error::ApiError;
@@ -27,7 +26,6 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct AdminApi {
     pub registry: Arc<Registry>,
     pub collector: Arc<Collector>,
-    pub activity: Arc<ActivityLog>,
 }
 
 /// Largest page of the activity log.
@@ -136,119 +134,119 @@ impl AdminApi {
         let query = Query::parse(req.uri().query());
         let actor = actor_of(&req);
         match (req.method().clone(), endpoint) {
-            (Method::POST, Admin::GcStart) => {
-                let request: RunRequest = read_json(req).await?;
-                let id = self.collector.start(request, "api", &actor)?;
-                let mut res = json_response(
-                    StatusCode::ACCEPTED,
-                    &json!({ "id": id, "status": format!("/admin/gc/runs/{id}") }),
-                );
-                res.headers_mut().insert(
-                    header::LOCATION,
-                    format!("/admin/gc/runs/{id}").parse().expect("ascii"),
-                );
-                Ok(res)
-            }
-            (Method::GET, Admin::GcRuns) => {
-                let limit = match query.get("limit") {
-                    Some(l) => l.parse().map_err(|_| invalid("limit must be a number"))?,
-                    None => 50,
-                };
-                let runs = self.collector.history(limit).await?;
-                let list: Vec<Value> = runs.iter().map(summary).collect();
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({ "running": self.collector.running_id(), "runs": list }),
-                ))
-            }
+            (Method::POST, Admin::GcStart) => self.start_gc(req, &actor).await,
+            (Method::GET, Admin::GcRuns) => self.gc_runs(&query).await,
             (Method::GET, Admin::GcRun(id)) => {
                 let run = self.collector.run(id).await?.ok_or(run_unknown(Some(id)))?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::to_value(&run).expect("report"),
-                ))
+                Ok(json_response(StatusCode::OK, &json!(run)))
             }
-            (Method::GET, Admin::GcLast) => {
-                let r = self.collector.last().await?.ok_or(run_unknown(None))?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({
-                        "id": r.id,
-                        "state": r.state,
-                        "finished_at": r.finished_at,
-                        "bytes_freed": r.bytes_freed,
-                        "blobs_deleted": r.blobs_deleted,
-                        "manifests_deleted": r.manifests_deleted,
-                        "uploads_deleted": r.uploads_deleted,
-                        "duration_ms": r.duration_ms,
-                        "fences": r.fences,
-                        "fence_total_ms": r.fence_total_ms,
-                        "fence_max_ms": r.fence_max_ms,
-                        "writes_refused": r.writes_refused,
-                        "stored_bytes": r.stored_bytes,
-                    }),
-                ))
-            }
+            (Method::GET, Admin::GcLast) => self.gc_last().await,
             (Method::GET, Admin::GcSchedule) => Ok(self.schedule_response()),
-            (Method::PUT, Admin::GcSchedule) => {
-                #[derive(Deserialize, Default)]
-                #[serde(deny_unknown_fields)]
-                struct Body {
-                    schedule: Option<String>,
-                }
-                let b: Body = read_json(req).await?;
-                let expr = b
-                    .schedule
-                    .filter(|s| !s.trim().is_empty() && s.trim() != "off");
-                self.collector.set_schedule(expr.as_deref()).await?;
-                Ok(self.schedule_response())
-            }
+            (Method::PUT, Admin::GcSchedule) => self.set_schedule(req).await,
             (Method::GET, Admin::GcReclaimable) => self.reclaimable(&query).await,
-            (Method::GET, Admin::GcPreview) => {
-                let repo: RepoName = query
-                    .get("repository")
-                    .ok_or_else(|| invalid("repository= is required"))?
-                    .parse()?;
-                let reference: Reference = query
-                    .get("reference")
-                    .ok_or_else(|| invalid("reference= is required (a tag or a digest)"))?
-                    .parse()
-                    .map_err(|e: Error| invalid(e.to_string()))?;
-                let c = self
-                    .registry
-                    .index()
-                    .preview_delete(&repo, &reference)
-                    .await?;
-                let mut v = collected_json(&c);
-                v["repository"] = json!(repo);
-                v["reference"] = json!(reference.to_string());
-                Ok(json_response(StatusCode::OK, &v))
-            }
+            (Method::GET, Admin::GcPreview) => self.preview(&query).await,
             (Method::DELETE, Admin::Repository(repo)) => {
-                let dry_run = matches!(query.get("dry_run"), Some("1" | "true"));
-                let c = self
-                    .registry
-                    .index()
-                    .delete_repository(&repo, dry_run)
-                    .await?;
-                if !dry_run {
-                    let detail =
-                        json!({ "manifests": c.manifests.len(), "freed_blobs": c.freed.len() });
-                    self.activity
-                        .record(&actor, "repository_delete", Some(&repo), None, None, detail)
-                        .await;
-                }
-                let mut v = collected_json(&c);
-                v["repository"] = json!(repo);
-                v["dry_run"] = json!(dry_run);
-                v["note"] = json!(
-                    "blobs and bytes are what nothing references any more; a garbage collection run frees them once their grace period is over"
-                );
-                Ok(json_response(StatusCode::OK, &v))
+                self.delete_repository(&repo, &query, &actor).await
             }
             (Method::GET, Admin::Activity) => self.activity_page(&query).await,
             (_, endpoint) => Err(ApiError::method_not_allowed(endpoint.allowed())),
         }
+    }
+
+    async fn start_gc(&self, req: Request<ReqBody>, actor: &str) -> AdminResult {
+        let request: RunRequest = read_json(req).await?;
+        let id = self.collector.start(request, "api", actor).await?;
+        let mut res = json_response(
+            StatusCode::ACCEPTED,
+            &json!({ "id": id, "status": format!("/admin/gc/runs/{id}") }),
+        );
+        res.headers_mut().insert(
+            header::LOCATION,
+            format!("/admin/gc/runs/{id}").parse().expect("ascii"),
+        );
+        Ok(res)
+    }
+
+    async fn gc_runs(&self, query: &Query) -> AdminResult {
+        let limit = match query.get("limit") {
+            Some(l) => l.parse().map_err(|_| invalid("limit must be a number"))?,
+            None => 50,
+        };
+        let runs = self.collector.history(limit).await?;
+        let list: Vec<Value> = runs.iter().map(summary).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "running": self.collector.running_id(), "runs": list }),
+        ))
+    }
+
+    async fn gc_last(&self) -> AdminResult {
+        let r = self.collector.last().await?.ok_or(run_unknown(None))?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "id": r.id,
+                "state": r.state,
+                "finished_at": r.finished_at,
+                "bytes_freed": r.bytes_freed,
+                "blobs_deleted": r.blobs_deleted,
+                "manifests_deleted": r.manifests_deleted,
+                "uploads_deleted": r.uploads_deleted,
+                "orphans_deleted": r.orphans_deleted,
+                "duration_ms": r.duration_ms,
+                "fences": r.fences,
+                "fence_total_ms": r.fence_total_ms,
+                "fence_max_ms": r.fence_max_ms,
+                "writes_refused": r.writes_refused,
+                "stored_bytes": r.stored_bytes,
+            }),
+        ))
+    }
+
+    async fn set_schedule(&self, req: Request<ReqBody>) -> AdminResult {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            schedule: Option<String>,
+        }
+        let b: Body = read_json(req).await?;
+        let expr = b
+            .schedule
+            .filter(|s| !s.trim().is_empty() && s.trim() != "off");
+        self.collector.set_schedule(expr.as_deref()).await?;
+        Ok(self.schedule_response())
+    }
+
+    async fn preview(&self, query: &Query) -> AdminResult {
+        let repo: RepoName = query
+            .get("repository")
+            .ok_or_else(|| invalid("repository= is required"))?
+            .parse()?;
+        let reference: Reference = query
+            .get("reference")
+            .ok_or_else(|| invalid("reference= is required (a tag or a digest)"))?
+            .parse()
+            .map_err(|e: Error| invalid(e.to_string()))?;
+        let c = self.registry.preview_delete(&repo, &reference).await?;
+        let mut v = collected_json(&c);
+        v["repository"] = json!(repo);
+        v["reference"] = json!(reference.to_string());
+        Ok(json_response(StatusCode::OK, &v))
+    }
+
+    async fn delete_repository(&self, repo: &RepoName, query: &Query, actor: &str) -> AdminResult {
+        let dry_run = matches!(query.get("dry_run"), Some("1" | "true"));
+        let c = self
+            .registry
+            .delete_repository(repo, dry_run, actor)
+            .await?;
+        let mut v = collected_json(&c);
+        v["repository"] = json!(repo);
+        v["dry_run"] = json!(dry_run);
+        v["note"] = json!(
+            "blobs and bytes are what nothing references any more; a garbage collection run frees them once their grace period is over"
+        );
+        Ok(json_response(StatusCode::OK, &v))
     }
 
     async fn activity_page(&self, query: &Query) -> AdminResult {
@@ -272,7 +270,7 @@ impl AdminApi {
                 .transpose()?,
             limit,
         };
-        let entries = self.registry.index().activity(&q).await?;
+        let entries = self.registry.activity_log(&q).await?;
         let next = if entries.len() == limit {
             entries.last().map(|e| e.id)
         } else {
@@ -307,7 +305,7 @@ impl AdminApi {
     }
 
     async fn reclaimable(&self, query: &Query) -> AdminResult {
-        let totals = self.registry.index().totals().await?;
+        let totals = self.registry.totals().await?;
         let mut v = json!({
             "blobs": totals.unreferenced_blobs,
             "bytes": totals.unreferenced_bytes,
@@ -320,26 +318,7 @@ impl AdminApi {
         // proportional to the garbage.
         if matches!(query.get("exact"), Some("1" | "true")) {
             let grace = self.collector.config().grace;
-            let cutoff = (chrono::Utc::now().timestamp_millis().max(0) as u64)
-                .saturating_sub(grace.as_millis() as u64);
-            let (mut blobs, mut bytes) = (0u64, 0u64);
-            let mut after: Option<Digest> = None;
-            loop {
-                let page = self
-                    .registry
-                    .index()
-                    .unreferenced_blobs(after.as_ref(), 1000)
-                    .await?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.digest.clone());
-                let old: Vec<_> = page.iter().filter(|b| b.seen_ms <= cutoff).collect();
-                let digests: Vec<Digest> = old.iter().map(|b| b.digest.clone()).collect();
-                let free = self.registry.fence().unconfirmed(&digests, grace, true);
-                for b in old.iter().filter(|b| free.contains(&b.digest)) {
-                    blobs += 1;
-                    bytes += b.size;
-                }
-            }
+            let (blobs, bytes) = self.registry.collectable_now(grace).await?;
             v["collectable_now"] = json!({ "blobs": blobs, "bytes": bytes });
         }
         Ok(json_response(StatusCode::OK, &v))

@@ -10,9 +10,8 @@ use hyper::body::Body as _;
 use registry_core::index::Page;
 use registry_core::manifest::OCI_INDEX;
 use registry_core::{Digest, Error, ErrorCode, Reference, Registry, RepoName};
-use serde_json::Value;
 
-use crate::activity::{ActivityLog, Actor};
+use crate::activity::Actor;
 use crate::auth::{Auth, Caller};
 use crate::body::{self, Body, ReqBody};
 use crate::error::ApiError;
@@ -36,7 +35,6 @@ pub struct ApiOptions {
 pub struct Api {
     pub registry: Arc<Registry>,
     pub options: ApiOptions,
-    pub activity: Arc<ActivityLog>,
     pub auth: Arc<Auth>,
 }
 
@@ -203,31 +201,14 @@ impl Api {
                 self.put_manifest(&repo, &r, req, &actor).await
             }
             (Method::DELETE, Endpoint::Manifest(repo, r)) => {
-                let digest = self.registry.delete_manifest(&repo, &r).await?;
-                let (action, tag) = match &r {
-                    Reference::Tag(t) => ("tag_delete", Some(t.to_string())),
-                    Reference::Digest(_) => ("manifest_delete", None),
-                };
-                self.activity
-                    .record(&actor, action, Some(&repo), tag, Some(&digest), Value::Null)
-                    .await;
+                self.registry.delete_manifest(&repo, &r, &actor).await?;
                 Ok(Reply::new(StatusCode::ACCEPTED).done())
             }
             (Method::GET | Method::HEAD, Endpoint::Blob(repo, d)) => {
                 self.get_blob(&repo, &d, req.headers(), head).await
             }
             (Method::DELETE, Endpoint::Blob(repo, d)) => {
-                self.registry.delete_blob(&repo, &d).await?;
-                self.activity
-                    .record(
-                        &actor,
-                        "blob_delete",
-                        Some(&repo),
-                        None,
-                        Some(&d),
-                        Value::Null,
-                    )
-                    .await;
+                self.registry.delete_blob(&repo, &d, &actor).await?;
                 Ok(Reply::new(StatusCode::ACCEPTED).done())
             }
             (Method::POST, Endpoint::Uploads(repo)) => {
@@ -362,22 +343,8 @@ impl Api {
             .to_bytes();
         let stored = self
             .registry
-            .put_manifest(repo, r, content_type.as_deref(), bytes)
+            .put_manifest(repo, r, content_type.as_deref(), bytes, actor)
             .await?;
-        let tag = match r {
-            Reference::Tag(t) => Some(t.to_string()),
-            Reference::Digest(_) => None,
-        };
-        self.activity
-            .record(
-                actor,
-                "push",
-                Some(repo),
-                tag,
-                Some(&stored.digest),
-                Value::Null,
-            )
-            .await;
         let mut reply = Reply::new(StatusCode::CREATED)
             .header(
                 header::LOCATION,
@@ -460,7 +427,6 @@ impl Api {
                 None => match mount.parse::<Digest>() {
                     Ok(d) => self
                         .registry
-                        .index()
                         .blob_repositories(&d, 100)
                         .await?
                         .into_iter()

@@ -173,9 +173,9 @@ impl Metrics {
     /// The text exposition, with the storage gauges refreshed from the
     /// index (and the registry's sessions that hold no data yet).
     pub async fn render(&self, registry: &Store) -> Result<String> {
-        let t = registry.index().totals().await?;
+        let t = registry.totals().await?;
         let set = |g: &IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        set(&self.uploads, t.uploads + registry.empty_uploads());
+        set(&self.uploads, registry.open_uploads().await?);
         set(&self.repositories, t.repositories);
         set(&self.manifests, t.manifests);
         set(&self.tags, t.tags);

@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -17,22 +16,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use registry_core::blob::FsBlobStore;
-use registry_core::index::RedbIndex;
-use registry_core::observe::Observer;
-use registry_core::{Error, ErrorCode, Limits, Registry};
+use registry_core::{Error, ErrorCode, Registry};
 use registry_gc::Collector;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::activity::{ActivityLog, Actor};
+use crate::activity::Actor;
 use crate::admin::AdminApi;
 use crate::api::{API_VERSION_HEADER, Api, ApiOptions};
 use crate::auth::{Actions, Auth, Need, Origin};
 use crate::body::{self, Body, Counted};
-use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::route::{self, RouteError};
@@ -63,58 +58,19 @@ pub struct App {
     pub auth: Arc<Auth>,
     /// The web UI, unless disabled.
     pub ui: Option<Ui>,
-    data_dir: PathBuf,
+    registry: Arc<Registry>,
     shutting_down: AtomicBool,
 }
 
-/// The opened store: the registry and the concrete index behind it (the
-/// binary closes it on shutdown so queued writes are committed).
-pub struct Store {
-    pub registry: Arc<Registry>,
-    pub index: Arc<RedbIndex>,
-}
-
-/// Opens the blob directory and the index file under the data directory,
-/// reporting commits and fences to `observer`.
-pub fn open_store(config: &Config, observer: Arc<dyn Observer>) -> anyhow::Result<Store> {
-    let controlled = config.auth.mode != crate::auth::Mode::None;
-    std::fs::create_dir_all(&config.data_dir)?;
-    let blobs = Arc::new(FsBlobStore::open(&config.data_dir)?);
-    let index = Arc::new(RedbIndex::open_observed(
-        &config.index_path(),
-        usize::try_from(config.limits.index_cache_bytes).unwrap_or(usize::MAX),
-        observer.clone(),
-    )?);
-    let limits = Limits {
-        max_manifest_bytes: config.limits.max_manifest_bytes,
-        max_blob_bytes: match config.limits.max_blob_bytes {
-            0 => u64::MAX,
-            n => n,
-        },
-    };
-    let mut registry = Registry::new(index.clone(), blobs, limits, config.gc.fence_wait, observer);
-    if controlled {
-        registry = registry.without_foreign_blob_links();
-    }
-    let registry = Arc::new(registry);
-    Ok(Store { registry, index })
-}
-
-impl Store {
-    /// Repairs what a crash can leave behind before the first request.
-    pub async fn recover(&self) -> anyhow::Result<()> {
-        let r = self.registry.recover().await?;
-        if r != registry_core::registry::Recovery::default() {
-            tracing::warn!(
-                sessions_dropped = r.sessions_dropped,
-                files_removed = r.files_removed,
-                blobs_restored = r.blobs_restored,
-                trash_emptied = r.trash_emptied,
-                "recovered state left by an unclean stop"
-            );
-        }
-        Ok(())
-    }
+/// How the HTTP layer behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct AppOptions {
+    /// `POST ?mount=<digest>` without `from=` mounts a blob stored anywhere.
+    pub automatic_mount: bool,
+    /// Serve the web UI under `/ui/`.
+    pub ui: bool,
+    /// The UI's cookies are `Secure` (served over TLS).
+    pub secure_cookies: bool,
 }
 
 enum Handler {
@@ -177,36 +133,32 @@ impl App {
         registry: Arc<Registry>,
         collector: Arc<Collector>,
         metrics: Arc<Metrics>,
-        activity: Arc<ActivityLog>,
         auth: Arc<Auth>,
-        config: &Config,
+        options: AppOptions,
     ) -> App {
         App {
             api: Api {
                 registry: registry.clone(),
                 options: ApiOptions {
-                    automatic_mount: config.automatic_mount,
+                    automatic_mount: options.automatic_mount,
                 },
-                activity: activity.clone(),
                 auth: auth.clone(),
             },
-            ui: config.ui.then(|| {
+            ui: options.ui.then(|| {
                 Ui::new(
                     registry.clone(),
                     collector.clone(),
-                    activity.clone(),
                     auth.clone(),
-                    config.tls.is_some(),
+                    options.secure_cookies,
                 )
             }),
             auth,
             admin: AdminApi {
-                registry,
+                registry: registry.clone(),
                 collector,
-                activity,
             },
             metrics,
-            data_dir: config.data_dir.clone(),
+            registry,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -237,34 +189,24 @@ impl App {
         }
     }
 
-    /// Ready: the index answers, the data directory takes writes, and the
-    /// server is not shutting down.
+    /// Ready: the index answers and takes writes, the blob store takes
+    /// writes, and the server is not shutting down.
     async fn readiness(&self) -> Response<Body> {
-        let index = self
-            .api
-            .registry
-            .index()
-            .totals()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        let probe = self.data_dir.join("uploads").join(".ready-probe");
-        let disk = std::fs::write(&probe, b"ok")
-            .and_then(|()| std::fs::remove_file(&probe))
-            .map_err(|e| e.to_string());
+        let r = self.registry.readiness().await;
         let stopping = self.shutting_down.load(Ordering::Relaxed);
-        let ready = index.is_ok() && disk.is_ok() && !stopping;
+        let ready = r.ready() && !stopping;
         let status = if ready {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
+        let ok = |x: Result<(), String>| x.err().unwrap_or_else(|| "ok".into());
         json_reply(
             status,
             json!({
                 "ready": ready,
-                "index": index.err().unwrap_or_else(|| "ok".into()),
-                "data_dir": disk.err().unwrap_or_else(|| "ok".into()),
+                "index": ok(r.index),
+                "storage": ok(r.storage),
                 "shutting_down": stopping,
             }),
         )
@@ -326,15 +268,9 @@ impl App {
         req: Request<Incoming>,
         conn: Conn,
     ) -> Result<Response<Body>, Infallible> {
-        let Conn {
-            peer,
-            listener,
-            tls,
-        } = conn;
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let head = method == Method::HEAD;
         let request_id = req
             .headers()
             .get("x-request-id")
@@ -342,88 +278,116 @@ impl App {
             .filter(|v| v.len() <= 128)
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let mut req = req.map(|b| Counted::new(b, self.metrics.received_bytes.clone()));
-        let (kind, result) = match self.route(&path, listener) {
-            Ok((kind, handler)) => {
-                let need = need_of(&handler, &method, req.uri().query());
-                let host = req
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or("localhost")
-                    .to_owned();
-                let scheme = match req
-                    .headers()
-                    .get("x-forwarded-proto")
-                    .and_then(|v| v.to_str().ok())
-                {
-                    Some("https") => "https",
-                    Some("http") => "http",
-                    _ if tls => "https",
-                    _ => "http",
-                };
-                let origin = Origin {
-                    scheme,
-                    host: &host,
-                    peer: peer.ip(),
-                };
-                let handled = match self.auth.authorize(req.headers(), &need, &origin).await {
-                    Ok(caller) => {
-                        let actor = caller
-                            .principal
-                            .name()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| peer.ip().to_string());
-                        req.extensions_mut().insert(Actor(actor));
-                        req.extensions_mut().insert(caller);
-                        AssertUnwindSafe(self.dispatch(handler, req, peer))
-                            .catch_unwind()
-                            .await
-                    }
-                    Err(e) => Ok(Err(e)),
-                };
-                let handled = handled.unwrap_or_else(|_| {
-                    Err(ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        ErrorCode::Internal,
-                        "internal error; the server log has the details",
-                    ))
-                });
-                (kind, handled)
-            }
+        let req = req.map(|b| Counted::new(b, self.metrics.received_bytes.clone()));
+        let (kind, result) = match self.route(&path, conn.listener) {
+            Ok((kind, handler)) => (kind, self.authorized(handler, req, conn).await),
             Err(RouteError::NotFound) => ("unknown", Err(ApiError::not_found())),
             Err(RouteError::Invalid(e)) => ("invalid", Err(route_error(&method, e))),
         };
-        let res = result.unwrap_or_else(|e| e.into_response(head));
+        let res = result.unwrap_or_else(|e| e.into_response(method == Method::HEAD));
+        let done = Done {
+            method: &method,
+            kind,
+            path: &path,
+            request_id: &request_id,
+            peer: conn.peer,
+            started,
+        };
+        Ok(self.finish(res, &done))
+    }
+
+    /// Authorizes a routed request, then dispatches it (a panic in a
+    /// handler becomes a 500).
+    async fn authorized(
+        &self,
+        handler: Handler,
+        mut req: Request<body::ReqBody>,
+        conn: Conn,
+    ) -> Result<Response<Body>, ApiError> {
+        let need = need_of(&handler, req.method(), req.uri().query());
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_owned();
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok());
+        let scheme = match forwarded {
+            Some("https") => "https",
+            Some("http") => "http",
+            _ if conn.tls => "https",
+            _ => "http",
+        };
+        let origin = Origin {
+            scheme,
+            host: &host,
+            peer: conn.peer.ip(),
+        };
+        let caller = self.auth.authorize(req.headers(), &need, &origin).await?;
+        let actor = caller
+            .principal
+            .name()
+            .map(str::to_owned)
+            .unwrap_or_else(|| conn.peer.ip().to_string());
+        req.extensions_mut().insert(Actor(actor));
+        req.extensions_mut().insert(caller);
+        AssertUnwindSafe(self.dispatch(handler, req, conn.peer))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal,
+                    "internal error; the server log has the details",
+                ))
+            })
+    }
+
+    /// Adds the common headers, counts and logs the request.
+    fn finish(&self, res: Response<Body>, done: &Done<'_>) -> Response<Body> {
         let (mut parts, body) = res.into_parts();
         parts
             .headers
             .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
+        if let Ok(v) = HeaderValue::from_str(done.request_id) {
             parts.headers.insert("x-request-id", v);
         }
-        let took = started.elapsed();
+        let took = done.started.elapsed();
         let status = parts.status.as_u16();
-        self.metrics.request(method.as_str(), kind, status, took);
+        self.metrics
+            .request(done.method.as_str(), done.kind, status, took);
         let bytes = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         tracing::info!(
-            method = %method,
-            route = kind,
-            path = %path,
+            method = %done.method,
+            route = done.kind,
+            path = %done.path,
             status,
             bytes,
             micros = took.as_micros() as u64,
-            request_id = %request_id,
-            client = %peer,
+            request_id = %done.request_id,
+            client = %done.peer,
             "request"
         );
         let body = Counted::new(body, self.metrics.sent_bytes.clone()).boxed_unsync();
-        Ok(Response::from_parts(parts, body))
+        Response::from_parts(parts, body)
     }
+}
+
+/// What the request log says about an answered request.
+struct Done<'a> {
+    method: &'a Method,
+    kind: &'static str,
+    path: &'a str,
+    request_id: &'a str,
+    peer: SocketAddr,
+    started: Instant,
 }
 
 /// A malformed path parameter. A tag that cannot exist is "unknown" when

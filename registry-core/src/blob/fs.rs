@@ -3,13 +3,14 @@
 //! Layout under the data directory:
 //! - `blobs/<algorithm>/<first two hex>/<hex>`: committed blobs;
 //! - `uploads/<id>`: in-progress uploads;
-//! - `trash/`: blobs a garbage collection moved out, deleted afterwards;
 //! - `quarantine/`: blobs an integrity check found corrupt.
 //!
 //! Writes go: append to the upload file (hashing as bytes arrive), fsync,
 //! rename into the content address, fsync the directory. Only then does the
 //! caller commit the index row, so the index never names a blob whose bytes
-//! are not durable.
+//! are not durable. Deletes come after the index transaction that forgot
+//! the blob committed; one lost to a crash leaves a file without a row,
+//! which the collector's reconciliation removes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{Appended, BlobStore, ByteStream, valid_upload_id};
+use super::{Appended, BlobStore, ByteStream, StoredBlob, valid_upload_id};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 
@@ -62,7 +63,7 @@ impl FsBlobStore {
     /// Opens (creating if needed) a blob store under `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
         let root = root.into();
-        for dir in ["blobs", "uploads", "trash"] {
+        for dir in ["blobs", "uploads"] {
             fs::create_dir_all(root.join(dir))?;
         }
         Ok(FsBlobStore { root })
@@ -77,12 +78,47 @@ impl FsBlobStore {
             .join(hex)
     }
 
-    fn trash_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("trash").join(format!(
-            "{}-{}",
-            digest.algorithm().as_str(),
-            digest.encoded()
-        ))
+    /// Blobs an older release's sweep left in `trash/` (it moved files
+    /// there before committing): the caller puts back those whose row is
+    /// still in the index and deletes the rest, then the directory goes.
+    pub fn legacy_trash(&self) -> Result<Vec<(Digest, PathBuf)>> {
+        let dir = self.root.join("trash");
+        let Some(entries) = not_found_as_none(fs::read_dir(&dir))? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((algorithm, hex)) = name.split_once('-')
+                && let Ok(d) = format!("{algorithm}:{hex}").parse()
+            {
+                out.push((d, entry.path()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts a file from the legacy trash back at its content address.
+    pub fn restore_legacy(&self, digest: &Digest, from: &Path) -> Result<()> {
+        let to = self.blob_path(digest);
+        let dir = to.parent().expect("blob path has a parent");
+        fs::create_dir_all(dir)?;
+        fs::rename(from, &to)?;
+        fsync_dir(dir)?;
+        Ok(())
+    }
+
+    /// Removes the legacy trash directory once it has been sorted out.
+    pub fn remove_legacy_trash(&self) -> Result<()> {
+        let dir = self.root.join("trash");
+        if let Some(entries) = not_found_as_none(fs::read_dir(&dir))? {
+            for entry in entries {
+                not_found_as_none(fs::remove_file(entry?.path()))?;
+            }
+            not_found_as_none(fs::remove_dir(&dir))?;
+        }
+        Ok(())
     }
 
     fn upload_path(&self, id: &str) -> PathBuf {
@@ -182,6 +218,7 @@ impl BlobStore for FsBlobStore {
         id: &str,
         offset: u64,
         hasher: Hasher,
+        _state: &[u8],
         mut body: ByteStream,
         limit: u64,
     ) -> Result<Appended> {
@@ -220,32 +257,13 @@ impl BlobStore for FsBlobStore {
             }
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_data()?;
-            Ok(Appended { offset, hasher })
+            Ok(Appended {
+                offset,
+                hasher,
+                state: Vec::new(),
+            })
         });
-        let mut received: u64 = 0;
-        let mut failure = None;
-        while let Some(next) = body.next().await {
-            match next {
-                Ok(chunk) => {
-                    received += chunk.len() as u64;
-                    if received > limit {
-                        failure = Some(Error::SizeInvalid(format!(
-                            "upload exceeds the limit of {limit} bytes"
-                        )));
-                        break;
-                    }
-                    if tx.send(chunk).await.is_err() {
-                        break; // the writer failed; its error is reported below
-                    }
-                }
-                Err(e) => {
-                    failure = Some(Error::UploadInvalid(format!(
-                        "request body ended early: {e}"
-                    )));
-                    break;
-                }
-            }
-        }
+        let failure = feed(&mut body, &tx, limit).await;
         drop(tx);
         let written = writer.await.map_err(|e| Error::Io(io::Error::other(e)))?;
         match failure {
@@ -259,6 +277,7 @@ impl BlobStore for FsBlobStore {
         id: &str,
         size: u64,
         hasher: Hasher,
+        _state: &[u8],
         expected: &Digest,
     ) -> Result<()> {
         let from = self.upload_path(id);
@@ -304,7 +323,7 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
-    async fn delete_upload(&self, id: &str) -> Result<()> {
+    async fn delete_upload(&self, id: &str, _state: &[u8]) -> Result<()> {
         let path = self.upload_path(id);
         blocking(move || {
             not_found_as_none(fs::remove_file(path))?;
@@ -313,53 +332,13 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
-    async fn trash(&self, digests: &[Digest]) -> Result<()> {
-        let moves: Vec<(PathBuf, PathBuf)> = digests
-            .iter()
-            .map(|d| (self.blob_path(d), self.trash_path(d)))
-            .collect();
+    async fn delete(&self, digests: &[Digest]) -> Result<()> {
+        let paths: Vec<PathBuf> = digests.iter().map(|d| self.blob_path(d)).collect();
         blocking(move || {
-            for (n, (from, to)) in moves.iter().enumerate() {
-                if let Err(e) = not_found_as_none(fs::rename(from, to)) {
-                    for (from, to) in &moves[..n] {
-                        let _ = fs::rename(to, from);
-                    }
-                    return Err(e.into());
-                }
+            for path in paths {
+                not_found_as_none(fs::remove_file(path))?;
             }
             Ok(())
-        })
-        .await
-    }
-
-    async fn restore(&self, digests: &[Digest]) -> Result<()> {
-        let moves: Vec<(PathBuf, PathBuf)> = digests
-            .iter()
-            .map(|d| (self.trash_path(d), self.blob_path(d)))
-            .collect();
-        blocking(move || {
-            let mut first_error = None;
-            let mut dirs = std::collections::BTreeSet::new();
-            for (from, to) in &moves {
-                let dir = to.parent().expect("blob path has a parent");
-                let moved =
-                    fs::create_dir_all(dir).and_then(|()| not_found_as_none(fs::rename(from, to)));
-                match moved {
-                    Ok(_) => {
-                        dirs.insert(dir.to_owned());
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            for dir in dirs {
-                fsync_dir(&dir)?;
-            }
-            match first_error {
-                Some(e) => Err(e.into()),
-                None => Ok(()),
-            }
         })
         .await
     }
@@ -380,61 +359,10 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
-    async fn list_trash(&self) -> Result<Vec<Digest>> {
-        let dir = self.root.join("trash");
-        blocking(move || {
-            let mut out = Vec::new();
-            for entry in fs::read_dir(dir)? {
-                let name = entry?.file_name().to_string_lossy().into_owned();
-                if let Some((algorithm, hex)) = name.split_once('-')
-                    && let Ok(d) = format!("{algorithm}:{hex}").parse()
-                {
-                    out.push(d);
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn empty_trash(&self) -> Result<u64> {
-        let dir = self.root.join("trash");
-        blocking(move || {
-            let mut n = 0;
-            for entry in fs::read_dir(&dir)? {
-                let entry = entry?;
-                if not_found_as_none(fs::remove_file(entry.path()))?.is_some() {
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
-        .await
-    }
-
-    async fn list(&self) -> Result<Vec<(Digest, u64)>> {
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<StoredBlob>> {
         let root = self.root.join("blobs");
-        blocking(move || {
-            let mut out = Vec::new();
-            for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
-                let adir = root.join(algorithm.as_str());
-                let Some(prefixes) = not_found_as_none(fs::read_dir(&adir))? else {
-                    continue;
-                };
-                for prefix in prefixes {
-                    for entry in fs::read_dir(prefix?.path())? {
-                        let entry = entry?;
-                        let name = entry.file_name();
-                        let text = format!("{}:{}", algorithm.as_str(), name.to_string_lossy());
-                        if let Ok(d) = text.parse::<Digest>() {
-                            out.push((d, entry.metadata()?.len()));
-                        }
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
+        let after = after.cloned();
+        blocking(move || list_page(&root, after.as_ref(), limit)).await
     }
 
     async fn list_uploads(&self) -> Result<Vec<String>> {
@@ -448,6 +376,108 @@ impl BlobStore for FsBlobStore {
         })
         .await
     }
+
+    async fn ready(&self) -> std::result::Result<(), String> {
+        let probe = self.root.join("uploads").join(".ready-probe");
+        blocking(move || {
+            fs::write(&probe, b"ok")?;
+            fs::remove_file(&probe)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Passes a request body to the writer; the error that stopped it early,
+/// if any (a writer that stopped reports its own error).
+async fn feed(body: &mut ByteStream, tx: &mpsc::Sender<Bytes>, limit: u64) -> Option<Error> {
+    let mut received: u64 = 0;
+    while let Some(next) = body.next().await {
+        match next {
+            Ok(chunk) => {
+                received += chunk.len() as u64;
+                if received > limit {
+                    return Some(Error::SizeInvalid(format!(
+                        "upload exceeds the limit of {limit} bytes"
+                    )));
+                }
+                if tx.send(chunk).await.is_err() {
+                    return None;
+                }
+            }
+            Err(e) => {
+                return Some(Error::UploadInvalid(format!(
+                    "request body ended early: {e}"
+                )));
+            }
+        }
+    }
+    None
+}
+
+/// One page of the blob listing. Digests sort as `algorithm:hex`, and the
+/// layout sorts the same way (algorithm, first two hex digits, name), so a
+/// page reads only the directories from `after` onwards until it is full.
+fn list_page(root: &Path, after: Option<&Digest>, limit: usize) -> Result<Vec<StoredBlob>> {
+    let mut out = Vec::new();
+    let mut algorithms = [Algorithm::Sha256, Algorithm::Sha512];
+    algorithms.sort_by_key(|a| a.as_str());
+    for algorithm in algorithms {
+        if after.is_some_and(|a| a.algorithm().as_str() > algorithm.as_str()) {
+            continue;
+        }
+        let Some(prefixes) = not_found_as_none(fs::read_dir(root.join(algorithm.as_str())))? else {
+            continue;
+        };
+        let mut prefixes: Vec<(String, PathBuf)> = prefixes
+            .map(|e| e.map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())))
+            .collect::<io::Result<_>>()?;
+        prefixes.sort();
+        for (prefix, dir) in prefixes {
+            let skip_dir = after.is_some_and(|a| {
+                a.algorithm() == algorithm
+                    && prefix.as_str() < &a.encoded()[..2.min(a.encoded().len())]
+            });
+            if skip_dir {
+                continue;
+            }
+            let mut files = Vec::new();
+            for entry in fs::read_dir(&dir)? {
+                let entry = entry?;
+                let text = format!(
+                    "{}:{}",
+                    algorithm.as_str(),
+                    entry.file_name().to_string_lossy()
+                );
+                let Ok(digest) = text.parse::<Digest>() else {
+                    continue;
+                };
+                if after.is_some_and(|a| digest.as_str() <= a.as_str()) {
+                    continue;
+                }
+                let meta = entry.metadata()?;
+                let modified_ms = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as u64);
+                files.push(StoredBlob {
+                    digest,
+                    size: meta.len(),
+                    modified_ms,
+                });
+            }
+            files.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
+            for f in files {
+                out.push(f);
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn tokio_stream_from(mut rx: mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
@@ -482,6 +512,7 @@ mod tests {
                 "ab",
                 0,
                 Hasher::new(Algorithm::Sha256),
+                &[],
                 body(&[b"hello ", b"wor"]),
                 u64::MAX,
             )
@@ -496,12 +527,12 @@ mod tests {
             .write_all(b"GARBAGE")
             .unwrap();
         let a = store
-            .append("ab", a.offset, a.hasher, body(&[b"ld"]), u64::MAX)
+            .append("ab", a.offset, a.hasher, &[], body(&[b"ld"]), u64::MAX)
             .await
             .unwrap();
         let digest = Digest::sha256_of(b"hello world");
         store
-            .commit_upload("ab", a.offset, a.hasher, &digest)
+            .commit_upload("ab", a.offset, a.hasher, &[], &digest)
             .await
             .unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), Some(11));
@@ -513,11 +544,13 @@ mod tests {
             collect(store.read(&digest, 6..9).await.unwrap()).await,
             b"wor"
         );
-        assert_eq!(store.list().await.unwrap(), vec![(digest.clone(), 11)]);
+        let listed = store.list(None, 10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((&listed[0].digest, listed[0].size), (&digest, 11));
         assert!(store.list_uploads().await.unwrap().is_empty());
-        store.trash(std::slice::from_ref(&digest)).await.unwrap();
+        store.delete(std::slice::from_ref(&digest)).await.unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), None);
-        assert_eq!(store.empty_trash().await.unwrap(), 1);
+        store.delete(std::slice::from_ref(&digest)).await.unwrap();
     }
 
     #[tokio::test]
@@ -529,6 +562,7 @@ mod tests {
                 "cd",
                 0,
                 Hasher::new(Algorithm::Sha256),
+                &[],
                 body(&[b"data"]),
                 u64::MAX,
             )
@@ -536,12 +570,12 @@ mod tests {
             .unwrap();
         let wrong = Digest::sha256_of(b"other");
         let err = store
-            .commit_upload("cd", a.offset, a.hasher, &wrong)
+            .commit_upload("cd", a.offset, a.hasher, &[], &wrong)
             .await
             .unwrap_err();
         assert!(matches!(err, Error::DigestMismatch { .. }));
         assert!(store.list_uploads().await.unwrap().is_empty());
-        assert!(store.list().await.unwrap().is_empty());
+        assert!(store.list(None, 10).await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -553,6 +587,7 @@ mod tests {
                 "ef",
                 0,
                 Hasher::new(Algorithm::Sha256),
+                &[],
                 body(&[b"abc"]),
                 u64::MAX,
             )
@@ -560,7 +595,7 @@ mod tests {
             .unwrap();
         let d = Digest::of(Algorithm::Sha512, b"abc");
         store
-            .commit_upload("ef", a.offset, a.hasher, &d)
+            .commit_upload("ef", a.offset, a.hasher, &[], &d)
             .await
             .unwrap();
         assert_eq!(store.stat(&d).await.unwrap(), Some(3));
@@ -569,6 +604,7 @@ mod tests {
                 "01",
                 0,
                 Hasher::new(Algorithm::Sha256),
+                &[],
                 body(&[b"abcdef"]),
                 4,
             )
@@ -578,11 +614,60 @@ mod tests {
         assert!(matches!(err, Error::SizeInvalid(_)));
         assert!(matches!(
             store
-                .append("ffff", 3, Hasher::new(Algorithm::Sha256), body(&[]), 4)
+                .append("ffff", 3, Hasher::new(Algorithm::Sha256), &[], body(&[]), 4)
                 .await
                 .err()
                 .unwrap(),
             Error::UploadUnknown
         ));
+    }
+
+    /// Pages of the listing, read after every digest, cover the store once,
+    /// in digest order.
+    #[tokio::test]
+    async fn listing_pages_cover_the_store_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let mut all = Vec::new();
+        for i in 0..40u32 {
+            let bytes = i.to_be_bytes();
+            let algorithm = if i % 5 == 0 {
+                Algorithm::Sha512
+            } else {
+                Algorithm::Sha256
+            };
+            let id = format!("{i:04x}");
+            let a = store
+                .append(
+                    &id,
+                    0,
+                    Hasher::new(algorithm),
+                    &[],
+                    body_owned(bytes.to_vec()),
+                    u64::MAX,
+                )
+                .await
+                .unwrap();
+            let d = Digest::of(algorithm, &bytes);
+            store
+                .commit_upload(&id, a.offset, a.hasher, &[], &d)
+                .await
+                .unwrap();
+            all.push(d.to_string());
+        }
+        all.sort();
+        let mut seen = Vec::new();
+        let mut after: Option<Digest> = None;
+        loop {
+            let page = store.list(after.as_ref(), 7).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.digest.clone());
+            seen.extend(page.into_iter().map(|b| b.digest.to_string()));
+        }
+        assert_eq!(seen, all);
+    }
+
+    fn body_owned(bytes: Vec<u8>) -> ByteStream {
+        Box::pin(futures::stream::iter([Ok(Bytes::from(bytes))]))
     }
 }

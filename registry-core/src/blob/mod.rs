@@ -27,11 +27,31 @@ pub fn valid_upload_id(id: &str) -> bool {
 /// A stream of body bytes, in either direction.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
-/// The state of an upload after data was appended: how many bytes it holds
-/// and the hash of those bytes so far.
+/// The state of an upload after data was appended: how many bytes it holds,
+/// the hash of those bytes so far, and what the store keeps about it
+/// besides the bytes (opaque to the caller, who records it with the
+/// session and hands it back on the next call).
 pub struct Appended {
     pub offset: u64,
     pub hasher: Hasher,
+    pub state: Vec<u8>,
+}
+
+/// A blob as a listing of the store shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// When its bytes were last written (unix ms).
+    pub modified_ms: u64,
+}
+
+/// Makes the directory entry of a new file at `path` durable.
+pub fn fsync_parent(path: &std::path::Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -43,56 +63,52 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn read(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream>;
 
     /// Appends `body` to upload `id`, which holds `offset` bytes hashed into
-    /// `hasher` (the upload's area is created on its first append, at offset
-    /// 0). Anything stored past `offset` (a chunk that failed half-way) is
-    /// discarded first. When this returns, the data is durable. At most
-    /// `limit` bytes are accepted.
+    /// `hasher`, with the `state` the previous append returned (empty on the
+    /// first, at offset 0). Anything stored past `offset` (a chunk that
+    /// failed half-way) is discarded first. When this returns, the data is
+    /// durable. At most `limit` bytes are accepted.
     async fn append(
         &self,
         id: &str,
         offset: u64,
         hasher: Hasher,
+        state: &[u8],
         body: ByteStream,
         limit: u64,
     ) -> Result<Appended>;
 
     /// Checks that upload `id` (`size` bytes, hashed into `hasher`) has the
-    /// digest `expected` and moves it to its content address. On a mismatch
-    /// the upload's data is removed and `DigestMismatch` returned.
+    /// digest `expected` and makes it the blob at that content address,
+    /// durably. On a mismatch the upload's data is removed and
+    /// `DigestMismatch` returned.
     async fn commit_upload(
         &self,
         id: &str,
         size: u64,
         hasher: Hasher,
+        state: &[u8],
         expected: &Digest,
     ) -> Result<()>;
 
     /// Removes an upload's data, if any.
-    async fn delete_upload(&self, id: &str) -> Result<()>;
+    async fn delete_upload(&self, id: &str, state: &[u8]) -> Result<()>;
 
-    /// Moves blobs out of their content addresses into the trash, all or
-    /// none: on an error, those already moved are put back before it is
-    /// returned. Readers that already opened a blob keep reading; new reads
-    /// see it gone. (One call per batch: a sweep does this inside its fence.)
-    async fn trash(&self, digests: &[Digest]) -> Result<()>;
+    /// Deletes blobs at their content addresses (those already gone are
+    /// fine). Called only after the index transaction that forgot them has
+    /// committed, inside the fence (a sweep's batch, bounded).
+    async fn delete(&self, digests: &[Digest]) -> Result<()>;
 
-    /// Moves trashed blobs back to their content addresses (a sweep whose
-    /// index transaction did not commit, or kept some rows).
-    async fn restore(&self, digests: &[Digest]) -> Result<()>;
+    /// Up to `limit` stored blobs in digest order after `after`: a bounded
+    /// page, so reconciliation and checks never hold the whole store.
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<StoredBlob>>;
 
-    /// The blobs in the trash.
-    async fn list_trash(&self) -> Result<Vec<Digest>>;
+    /// Every upload area id (start-up recovery and checks).
+    async fn list_uploads(&self) -> Result<Vec<String>>;
 
     /// Moves a blob whose bytes are corrupt out of its content address into
     /// a quarantine area, kept for inspection.
     async fn quarantine(&self, digest: &Digest) -> Result<()>;
 
-    /// Deletes everything in the trash; returns how many files were removed.
-    async fn empty_trash(&self) -> Result<u64>;
-
-    /// Every stored blob with its size (used by consistency checks only).
-    async fn list(&self) -> Result<Vec<(Digest, u64)>>;
-
-    /// Every upload area id (used by consistency checks only).
-    async fn list_uploads(&self) -> Result<Vec<String>>;
+    /// `Err` with the reason while the store cannot take writes.
+    async fn ready(&self) -> std::result::Result<(), String>;
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use http::{HeaderMap, StatusCode, header};
-use registry_core::ErrorCode;
+use registry_core::{Clock, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -221,7 +221,7 @@ fn scope_of(need: &Need) -> Option<String> {
 impl Auth {
     /// Builds the runtime from the configuration; `data_dir` holds the
     /// token secret by default.
-    pub fn new(config: &AuthConfig, data_dir: &Path) -> anyhow::Result<Auth> {
+    pub fn new(config: &AuthConfig, data_dir: &Path, clock: Clock) -> anyhow::Result<Auth> {
         let htpasswd = match (&config.htpasswd, config.mode) {
             (Some(path), _) => Some(Htpasswd::open(path)?),
             (None, Mode::Htpasswd) => anyhow::bail!(
@@ -238,7 +238,7 @@ impl Auth {
                 .clone()
                 .unwrap_or_else(|| data_dir.join("auth").join("token.secret"));
             let secret = token::load_or_create_secret(&secret_path)?;
-            let mut tokens = Tokens::new(&t.service, &t.issuer, t.lifetime, &secret);
+            let mut tokens = Tokens::new(&t.service, &t.issuer, t.lifetime, &secret, clock);
             if let Some(issuer) = &t.trust_issuer {
                 tokens.trust(
                     issuer,
@@ -369,74 +369,73 @@ impl Auth {
         if !self.enabled() {
             return Ok(Caller::open());
         }
-        let caller = match credentials(headers) {
-            Credentials::None => Caller {
-                principal: Principal::Anonymous,
-                unrestricted: false,
-                claims: None,
-            },
+        let caller = self.identify(headers, need, origin).await?;
+        let anonymous = caller.principal == Principal::Anonymous && caller.claims.is_none();
+        if self.permits(&caller, need, anonymous) {
+            return Ok(caller);
+        }
+        Err(self.refusal(&caller, need, origin, anonymous))
+    }
+
+    /// Who the credentials of a request name (anonymous without any); a
+    /// challenge when they are wrong.
+    async fn identify(
+        &self,
+        headers: &HeaderMap,
+        need: &Need,
+        origin: &Origin<'_>,
+    ) -> Result<Caller, ApiError> {
+        let refuse = |error: Option<&str>, why: &str| self.challenge(origin, need, error, why);
+        let principal = match credentials(headers) {
+            Credentials::None => Principal::Anonymous,
             Credentials::Basic(user, password) => {
                 if !self.login(&user, &password, origin.peer).await? {
-                    return Err(self.challenge(
-                        origin,
-                        need,
-                        None,
-                        "invalid user name or password",
-                    ));
+                    return Err(refuse(None, "invalid user name or password"));
                 }
-                Caller {
-                    principal: Principal::User(user),
-                    unrestricted: false,
-                    claims: None,
-                }
+                Principal::User(user)
             }
             Credentials::Bearer(token) => {
                 let Some(tokens) = &self.tokens else {
-                    return Err(self.challenge(
-                        origin,
-                        need,
-                        None,
-                        "bearer tokens are not accepted here",
-                    ));
+                    return Err(refuse(None, "bearer tokens are not accepted here"));
                 };
-                match tokens.verify(&token) {
-                    Ok(claims) if claims.kind.is_none() => Caller {
-                        principal: if claims.sub.is_empty() {
-                            Principal::Anonymous
-                        } else {
-                            Principal::User(claims.sub.clone())
-                        },
-                        unrestricted: false,
-                        claims: Some(claims),
-                    },
+                let claims = match tokens.verify(&token) {
+                    Ok(claims) if claims.kind.is_none() => claims,
                     Ok(_) => {
-                        return Err(self.challenge(
-                            origin,
-                            need,
-                            Some("invalid_token"),
-                            "a refresh token is not an access token",
-                        ));
+                        let why = "a refresh token is not an access token";
+                        return Err(refuse(Some("invalid_token"), why));
                     }
                     Err(why) => {
-                        return Err(self.challenge(
-                            origin,
-                            need,
-                            Some("invalid_token"),
-                            &format!("invalid token: {why}"),
-                        ));
+                        let why = format!("invalid token: {why}");
+                        return Err(refuse(Some("invalid_token"), &why));
                     }
-                }
+                };
+                return Ok(Caller {
+                    principal: match claims.sub.is_empty() {
+                        true => Principal::Anonymous,
+                        false => Principal::User(claims.sub.clone()),
+                    },
+                    unrestricted: false,
+                    claims: Some(claims),
+                });
             }
         };
-        let anonymous = caller.principal == Principal::Anonymous && caller.claims.is_none();
-        let allowed = match need {
+        Ok(Caller {
+            principal,
+            unrestricted: false,
+            claims: None,
+        })
+    }
+
+    /// Whether `caller` may do what the request needs.
+    fn permits(&self, caller: &Caller, need: &Need, anonymous: bool) -> bool {
+        match need {
             Need::Open => true,
             // `/v2/` always asks an anonymous client to authenticate: clients
             // learn the challenge there, and send credentials from then on
             // if they have any (anonymous pulls still work without).
             Need::Login => !anonymous,
             Need::Catalog => !anonymous || self.policy.anonymous_access(),
-            Need::Repository(repo, actions) => self.allowed(&caller, repo).covers(*actions),
+            Need::Repository(repo, actions) => self.allowed(caller, repo).covers(*actions),
             Need::Mount { target, from } => {
                 // A token without pull on the source, whose holder could get
                 // one, is sent back for it (the challenge names both
@@ -444,26 +443,34 @@ impl Auth {
                 let could_mount = caller.claims.as_ref().is_none_or(|c| {
                     c.actions_on(from).pull || !self.policy.allowed(&caller.principal, from).pull
                 });
-                self.allowed(&caller, target).covers(Actions::PUSH) && could_mount
+                self.allowed(caller, target).covers(Actions::PUSH) && could_mount
             }
             Need::Admin => caller.claims.is_none() && self.policy.is_admin(&caller.principal),
-        };
-        if allowed {
-            return Ok(caller);
         }
+    }
+
+    /// The answer to a request its caller may not make: a challenge where
+    /// other credentials or a token with more scope could do, else 403.
+    fn refusal(
+        &self,
+        caller: &Caller,
+        need: &Need,
+        origin: &Origin<'_>,
+        anonymous: bool,
+    ) -> ApiError {
         if anonymous {
-            return Err(self.challenge(origin, need, None, "authentication required"));
+            return self.challenge(origin, need, None, "authentication required");
         }
         if caller.claims.is_some() && *need != Need::Admin {
             // The client asks for a token with the scope in the challenge.
-            return Err(self.challenge(
+            return self.challenge(
                 origin,
                 need,
                 Some("insufficient_scope"),
                 "the token does not grant this",
-            ));
+            );
         }
-        Err(ApiError::new(
+        ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::Denied,
             match need {
@@ -476,7 +483,7 @@ impl Auth {
                 }
                 _ => "requested access is denied".to_owned(),
             },
-        ))
+        )
     }
 
     /// The token endpoint: `GET /auth/token?service=&scope=` with optional
@@ -493,15 +500,9 @@ impl Auth {
         let Some(tokens) = &self.tokens else {
             return Err(ApiError::not_found());
         };
-        let get = |list: &[(String, String)], k: &str| {
-            list.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-        };
-        let params: &[(String, String)] = if *method == http::Method::POST {
-            form
-        } else {
-            query
-        };
-        if let Some(service) = get(params, "service")
+        let post = *method == http::Method::POST;
+        let params: &[(String, String)] = if post { form } else { query };
+        if let Some(service) = param(params, "service")
             && service != tokens.service
         {
             return Err(bad_request(format!(
@@ -509,99 +510,14 @@ impl Auth {
                 tokens.service
             )));
         }
-        let unauthorized = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized,
-                "invalid user name or password",
-            )
-            .with_header(
-                "www-authenticate",
-                format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.realm),
-            )
-        };
-        let mut refresh = None;
-        let principal = if *method == http::Method::POST {
-            match get(form, "grant_type").as_deref() {
-                Some("password") => {
-                    let user = get(form, "username").unwrap_or_default();
-                    let password = get(form, "password").unwrap_or_default();
-                    if !self.login(&user, &password, peer).await? {
-                        return Err(unauthorized());
-                    }
-                    if get(form, "access_type").as_deref() == Some("offline") {
-                        refresh = Some(tokens.issue_refresh(&user));
-                    }
-                    Principal::User(user)
-                }
-                Some("refresh_token") => {
-                    let token = get(form, "refresh_token").unwrap_or_default();
-                    match tokens.verify(&token) {
-                        Ok(c) if c.kind.as_deref() == Some("refresh") && !c.sub.is_empty() => {
-                            Principal::User(c.sub)
-                        }
-                        _ => return Err(unauthorized()),
-                    }
-                }
-                other => return Err(bad_request(format!("unsupported grant_type {other:?}"))),
-            }
-        } else {
-            match credentials(headers) {
-                Credentials::Basic(user, password) => {
-                    if !self.login(&user, &password, peer).await? {
-                        return Err(unauthorized());
-                    }
-                    if get(query, "offline_token").as_deref() == Some("true") {
-                        refresh = Some(tokens.issue_refresh(&user));
-                    }
-                    Principal::User(user)
-                }
-                _ => Principal::Anonymous,
+        let (principal, refresh) = match post {
+            true => self.token_principal_post(tokens, form, peer).await?,
+            false => {
+                self.token_principal_get(tokens, headers, query, peer)
+                    .await?
             }
         };
-        let scopes: Vec<String> = params
-            .iter()
-            .filter(|(k, _)| k == "scope")
-            .flat_map(|(_, v)| v.split(' ').map(str::to_owned).collect::<Vec<_>>())
-            .filter(|s| !s.is_empty())
-            .collect();
-        let mut grants = Vec::new();
-        for scope in scopes {
-            // type:name:actions, where the name may contain ':' (a port).
-            let mut parts = scope.splitn(2, ':');
-            let (Some(kind), Some(rest)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let Some((name, actions)) = rest.rsplit_once(':') else {
-                continue;
-            };
-            let kind = kind.split('(').next().unwrap_or(kind);
-            match kind {
-                "repository" => {
-                    let granted =
-                        Actions::parse(actions).intersect(self.policy.allowed(&principal, name));
-                    if !granted.is_empty() {
-                        grants.push(Grant {
-                            kind: "repository".into(),
-                            name: name.to_owned(),
-                            actions: granted.names().into_iter().map(str::to_owned).collect(),
-                        });
-                    }
-                }
-                "registry"
-                    if name == "catalog"
-                        && (principal != Principal::Anonymous
-                            || self.policy.anonymous_access()) =>
-                {
-                    grants.push(Grant {
-                        kind: "registry".into(),
-                        name: "catalog".into(),
-                        actions: vec!["*".into()],
-                    });
-                }
-                _ => {}
-            }
-        }
+        let grants = self.grants(&principal, params);
         let subject = principal.name().unwrap_or("").to_owned();
         let (token, claims) = tokens.issue(&subject, grants);
         let issued = chrono::DateTime::from_timestamp(claims.iat as i64, 0).map(|t| t.to_rfc3339());
@@ -616,6 +532,123 @@ impl Auth {
         }
         Ok(body)
     }
+
+    /// The answer to wrong credentials at the token endpoint.
+    fn bad_login(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "invalid user name or password",
+        )
+        .with_header(
+            "www-authenticate",
+            format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.realm),
+        )
+    }
+
+    /// Who asks for a token with the OAuth2 POST form (password or refresh
+    /// token grant), and the refresh token to hand out, if asked for.
+    async fn token_principal_post(
+        &self,
+        tokens: &Tokens,
+        form: &[(String, String)],
+        peer: IpAddr,
+    ) -> Result<(Principal, Option<String>), ApiError> {
+        match param(form, "grant_type").as_deref() {
+            Some("password") => {
+                let user = param(form, "username").unwrap_or_default();
+                let password = param(form, "password").unwrap_or_default();
+                if !self.login(&user, &password, peer).await? {
+                    return Err(self.bad_login());
+                }
+                let offline = param(form, "access_type").as_deref() == Some("offline");
+                let refresh = offline.then(|| tokens.issue_refresh(&user));
+                Ok((Principal::User(user), refresh))
+            }
+            Some("refresh_token") => {
+                let token = param(form, "refresh_token").unwrap_or_default();
+                match tokens.verify(&token) {
+                    Ok(c) if c.kind.as_deref() == Some("refresh") && !c.sub.is_empty() => {
+                        Ok((Principal::User(c.sub), None))
+                    }
+                    _ => Err(self.bad_login()),
+                }
+            }
+            other => Err(bad_request(format!("unsupported grant_type {other:?}"))),
+        }
+    }
+
+    /// Who asks for a token with GET (Basic credentials, or nobody).
+    async fn token_principal_get(
+        &self,
+        tokens: &Tokens,
+        headers: &HeaderMap,
+        query: &[(String, String)],
+        peer: IpAddr,
+    ) -> Result<(Principal, Option<String>), ApiError> {
+        match credentials(headers) {
+            Credentials::Basic(user, password) => {
+                if !self.login(&user, &password, peer).await? {
+                    return Err(self.bad_login());
+                }
+                let offline = param(query, "offline_token").as_deref() == Some("true");
+                let refresh = offline.then(|| tokens.issue_refresh(&user));
+                Ok((Principal::User(user), refresh))
+            }
+            _ => Ok((Principal::Anonymous, None)),
+        }
+    }
+
+    /// What the requested scopes grant `principal`.
+    fn grants(&self, principal: &Principal, params: &[(String, String)]) -> Vec<Grant> {
+        let scopes = params
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .flat_map(|(_, v)| v.split(' '))
+            .filter(|s| !s.is_empty());
+        let mut grants = Vec::new();
+        for scope in scopes {
+            // type:name:actions, where the name may contain ':' (a port).
+            let Some((kind, rest)) = scope.split_once(':') else {
+                continue;
+            };
+            let Some((name, actions)) = rest.rsplit_once(':') else {
+                continue;
+            };
+            let kind = kind.split('(').next().unwrap_or(kind);
+            match kind {
+                "repository" => {
+                    let granted =
+                        Actions::parse(actions).intersect(self.policy.allowed(principal, name));
+                    if !granted.is_empty() {
+                        grants.push(Grant {
+                            kind: "repository".into(),
+                            name: name.to_owned(),
+                            actions: granted.names().into_iter().map(str::to_owned).collect(),
+                        });
+                    }
+                }
+                "registry"
+                    if name == "catalog"
+                        && (*principal != Principal::Anonymous
+                            || self.policy.anonymous_access()) =>
+                {
+                    grants.push(Grant {
+                        kind: "registry".into(),
+                        name: "catalog".into(),
+                        actions: vec!["*".into()],
+                    });
+                }
+                _ => {}
+            }
+        }
+        grants
+    }
+}
+
+/// The value of a form or query parameter.
+fn param(list: &[(String, String)], key: &str) -> Option<String> {
+    list.iter().find(|(n, _)| n == key).map(|(_, v)| v.clone())
 }
 
 fn bad_request(message: String) -> ApiError {

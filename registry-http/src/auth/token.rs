@@ -6,7 +6,9 @@
 //! whose public key (PEM) or key set (JWKS) it is given.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use registry_core::Clock;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{
@@ -68,19 +70,13 @@ struct Verifier {
 }
 
 pub struct Tokens {
+    clock: Clock,
     pub service: String,
     pub issuer: String,
     pub lifetime: Duration,
     pub refresh_lifetime: Duration,
     signing: EncodingKey,
     verifiers: Vec<Verifier>,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The secret for Berth's own tokens: read from `path`, or created there
@@ -111,8 +107,15 @@ pub fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 impl Tokens {
-    pub fn new(service: &str, issuer: &str, lifetime: Duration, secret: &[u8]) -> Tokens {
+    pub fn new(
+        service: &str,
+        issuer: &str,
+        lifetime: Duration,
+        secret: &[u8],
+        clock: Clock,
+    ) -> Tokens {
         Tokens {
+            clock,
             service: service.to_owned(),
             issuer: issuer.to_owned(),
             lifetime,
@@ -187,7 +190,7 @@ impl Tokens {
         lifetime: Duration,
         kind: Option<&str>,
     ) -> Claims {
-        let t = now();
+        let t = self.clock.now_ms() / 1000;
         Claims {
             iss: self.issuer.clone(),
             sub: subject.to_owned(),
@@ -213,6 +216,19 @@ impl Tokens {
         self.sign(&claims)
     }
 
+    /// Accepts claims within their validity period (5 s of leeway).
+    fn in_period(&self, claims: Claims) -> Result<Claims, String> {
+        const LEEWAY: u64 = 5;
+        let now = self.clock.now_ms() / 1000;
+        if claims.exp + LEEWAY < now {
+            return Err("ExpiredSignature".into());
+        }
+        if claims.nbf > now + LEEWAY {
+            return Err("ImmatureSignature".into());
+        }
+        Ok(claims)
+    }
+
     /// Checks signature, issuer, audience and validity period.
     pub fn verify(&self, token: &str) -> Result<Claims, String> {
         let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
@@ -226,9 +242,11 @@ impl Tokens {
             let mut validation = Validation::new(v.algorithm);
             validation.set_audience(&[&self.service]);
             validation.set_issuer(&[&v.issuer]);
-            validation.leeway = 5;
+            // The validity period is checked against the registry's clock.
+            validation.validate_exp = false;
+            validation.required_spec_claims = ["exp".to_owned()].into();
             match decode::<Claims>(token, &v.key, &validation) {
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => return self.in_period(data.claims),
                 Err(e) => last = e.to_string(),
             }
         }
@@ -255,6 +273,7 @@ mod tests {
             "berth-issuer",
             Duration::from_secs(300),
             &[7u8; 64],
+            Clock::system(),
         );
         let (token, _) = t.issue("alice", vec![grant("a/b", &["pull", "push"])]);
         let c = t.verify(&token).unwrap();
@@ -267,6 +286,7 @@ mod tests {
             "berth-issuer",
             Duration::from_secs(300),
             &[8u8; 64],
+            Clock::system(),
         );
         assert!(t.verify(&other.issue("alice", vec![]).0).is_err());
         // Another audience.
@@ -275,12 +295,14 @@ mod tests {
             "berth-issuer",
             Duration::from_secs(300),
             &[7u8; 64],
+            Clock::system(),
         );
         assert!(t.verify(&elsewhere.issue("alice", vec![]).0).is_err());
         // Expired.
         let mut old = t.claims("alice", vec![], Duration::ZERO, None);
-        old.exp = now() - 60;
-        old.nbf = now() - 120;
+        let now = Clock::system().now_ms() / 1000;
+        old.exp = now - 60;
+        old.nbf = now - 120;
         assert!(t.verify(&t.sign(&old)).unwrap_err().contains("xpired"));
         // Tampered payload.
         let mut parts: Vec<&str> = token.split('.').collect();

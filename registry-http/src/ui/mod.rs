@@ -10,7 +10,7 @@ mod pages;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use self::pages::{Frame, GcPage, RepoPage};
-use crate::activity::ActivityLog;
 use crate::auth::{Auth, Caller, Principal};
 use crate::body::{self, Body, ReqBody};
 use crate::route::Query;
@@ -47,7 +46,6 @@ struct Session {
 pub struct Ui {
     pub registry: Arc<Registry>,
     pub collector: Arc<Collector>,
-    pub activity: Arc<ActivityLog>,
     pub auth: Arc<Auth>,
     key: Vec<u8>,
     secure: bool,
@@ -62,13 +60,6 @@ struct Viewer {
     /// A new cookie to send (fresh session, sign-in, sign-out).
     set_cookie: Option<String>,
     flash: Option<(String, bool)>,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn random_token() -> String {
@@ -96,7 +87,6 @@ impl Ui {
     pub fn new(
         registry: Arc<Registry>,
         collector: Arc<Collector>,
-        activity: Arc<ActivityLog>,
         auth: Arc<Auth>,
         secure: bool,
     ) -> Ui {
@@ -107,7 +97,6 @@ impl Ui {
         Ui {
             registry,
             collector,
-            activity,
             auth,
             key,
             secure,
@@ -126,9 +115,13 @@ impl Ui {
     fn verify(&self, token: &str) -> Option<Session> {
         let mut v = Validation::new(Algorithm::HS256);
         v.required_spec_claims = ["exp".to_owned()].into();
+        // The session's lifetime is checked against the registry's clock.
+        v.validate_exp = false;
+        let now = self.registry.clock().now_ms() / 1000;
         jsonwebtoken::decode::<Session>(token, &DecodingKey::from_secret(&self.key), &v)
             .ok()
             .map(|d| d.claims)
+            .filter(|s| s.exp >= now)
     }
 
     fn cookie(&self, s: &Session) -> String {
@@ -143,7 +136,7 @@ impl Ui {
     fn session_for(&self, user: &str) -> (Session, String) {
         let s = Session {
             sub: user.to_owned(),
-            exp: now() + SESSION_LIFETIME.as_secs(),
+            exp: self.registry.clock().now_ms() / 1000 + SESSION_LIFETIME.as_secs(),
             csrf: random_token(),
         };
         let c = self.cookie(&s);
@@ -352,7 +345,7 @@ impl Ui {
                 before: q.get("cursor").and_then(|c| c.parse().ok()),
                 limit: PAGE,
             };
-            return match self.registry.index().activity(&query).await {
+            return match self.registry.activity_log(&query).await {
                 Ok(entries) => {
                     let next = (entries.len() == PAGE)
                         .then(|| entries.last().map(|e| e.id))
@@ -412,7 +405,6 @@ impl Ui {
         loop {
             let (page, more) = self
                 .registry
-                .index()
                 .repository_summaries(after.as_deref(), PAGE, contains)
                 .await?;
             after = page.last().map(|r| r.name.clone());
@@ -447,7 +439,7 @@ impl Ui {
         if !actions.pull {
             return self.forbidden(v, "This repository");
         }
-        let view = match self.registry.index().repository_view(&repo).await {
+        let view = match self.registry.repository_view(&repo).await {
             Ok(view) => view,
             Err(Error::NameUnknown) => {
                 return self.page(
@@ -460,7 +452,8 @@ impl Ui {
         };
         let mut platforms = HashMap::new();
         for m in view.manifests.iter().filter(|m| m.kind == Kind::Index) {
-            if let Ok(Some(info)) = self.registry.index().manifest(&repo, &m.digest, true).await
+            let reference = Reference::Digest(m.digest.clone());
+            if let Ok(info) = self.registry.get_manifest(&repo, &reference, true).await
                 && let Some(body) = info.body
                 && let Ok(json) = serde_json::from_slice::<Value>(&body)
             {
@@ -491,7 +484,7 @@ impl Ui {
 
     async fn gc_page(&self, v: &Viewer) -> Response<Body> {
         let f = self.frame(v);
-        let totals = match self.registry.index().totals().await {
+        let totals = match self.registry.totals().await {
             Ok(t) => t,
             Err(e) => return self.error_page(v, e),
         };
@@ -553,7 +546,7 @@ impl Ui {
                     dry_run: form.get("dry_run").is_some_and(|d| d == "1"),
                     ..RunRequest::default()
                 };
-                match self.collector.start(request, "ui", &v.actor) {
+                match self.collector.start(request, "ui", &v.actor).await {
                     Ok(id) => redirect(&format!("/ui/gc/runs/{id}"), None),
                     Err(e) => redirect("/ui/gc", Some(("err", &e.to_string()))),
                 }
@@ -587,28 +580,16 @@ impl Ui {
             return self.forbidden(v, "Deleting from this repository");
         }
         let back = format!("/ui/r/{repo}");
-        match self.registry.delete_manifest(&repo, &reference).await {
-            Ok(digest) => {
-                let (action, tag, what) = match &reference {
-                    Reference::Tag(t) => (
-                        "tag_delete",
-                        Some(t.to_string()),
-                        format!("Tag {t} deleted."),
-                    ),
-                    Reference::Digest(d) => {
-                        ("manifest_delete", None, format!("Image {d} deleted."))
-                    }
+        match self
+            .registry
+            .delete_manifest(&repo, &reference, &v.actor)
+            .await
+        {
+            Ok(_) => {
+                let what = match &reference {
+                    Reference::Tag(t) => format!("Tag {t} deleted."),
+                    Reference::Digest(d) => format!("Image {d} deleted."),
                 };
-                self.activity
-                    .record(
-                        &v.actor,
-                        action,
-                        Some(&repo),
-                        tag,
-                        Some(&digest),
-                        Value::Null,
-                    )
-                    .await;
                 redirect(&back, Some(("msg", &what)))
             }
             Err(e) => redirect(&back, Some(("err", &e.to_string()))),

@@ -211,7 +211,7 @@ async fn health_and_readiness() {
     std::fs::remove_dir_all(s.data_dir().join("uploads")).unwrap();
     let r = c.get("/readyz").send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert_ne!(r.json::<Value>().await.unwrap()["data_dir"], "ok");
+    assert_ne!(r.json::<Value>().await.unwrap()["storage"], "ok");
     assert_eq!(c.status(Method::GET, "/healthz").await, 200);
 }
 
@@ -387,9 +387,18 @@ async fn check_finds_and_repairs_what_a_test_breaks() {
     bytes[0] ^= 0xff;
     std::fs::write(&rotten_path, &bytes).unwrap();
     {
-        let index = registry_core::index::RedbIndex::open(&data.join("index.redb")).unwrap();
+        // Through the table interface, past every rule.
+        use registry_core::db::Reads;
+        use registry_core::model::BLOBS;
+        let index = registry_core::index::Index::open_redb(&data.join("index.redb")).unwrap();
+        let d = counted.layers[0].clone();
         index
-            .corrupt_refcount_for_tests(&counted.layers[0].parse().unwrap(), 7)
+            .db()
+            .write(move |tx| {
+                let mut row = tx.get(BLOBS, &d)?.expect("the blob row");
+                row.refs = 7;
+                tx.put(BLOBS, &d, &row)
+            })
             .await
             .unwrap();
         index.close();

@@ -35,7 +35,12 @@ impl Server {
 
     /// A server on a fresh store, with extra `serve` arguments.
     pub fn start_with(args: &[&str]) -> Server {
-        let tmp = tempfile::tempdir().expect("temp dir");
+        Server::start_in(tempfile::tempdir().expect("temp dir"), args)
+    }
+
+    /// A server on the store prepared under `tmp` (its data directory is
+    /// `tmp/data`), with extra `serve` arguments.
+    pub fn start_in(tmp: tempfile::TempDir, args: &[&str]) -> Server {
         let root = tmp.path().to_path_buf();
         let mut s = Server::spawn(root, args.iter().map(|a| a.to_string()).collect());
         s._tmp = Some(tmp);
@@ -102,6 +107,28 @@ impl Server {
 
     pub fn data_dir(&self) -> PathBuf {
         self.root.join("data")
+    }
+
+    /// Runs `registry check` (with `extra` arguments) on this server's
+    /// data directory, which must be stopped; returns the exit code and
+    /// the output.
+    pub fn check(&self, extra: &[&str]) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_registry"))
+            .arg("check")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run registry check");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     pub fn log(&self) -> String {

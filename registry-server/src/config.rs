@@ -33,7 +33,7 @@ impl Default for Limits {
         Limits {
             max_manifest_bytes: registry_core::manifest::DEFAULT_MAX_MANIFEST_BYTES,
             max_blob_bytes: 0,
-            index_cache_bytes: registry_core::index::DEFAULT_CACHE_BYTES as u64,
+            index_cache_bytes: registry_core::db::redb::DEFAULT_CACHE_BYTES as u64,
         }
     }
 }
@@ -57,12 +57,12 @@ pub struct Config {
     /// Serve `/metrics` (and health) on this address instead of the API's.
     pub metrics_addr: Option<SocketAddr>,
     /// Serve the API over TLS on `addr` with these files.
-    pub tls: Option<crate::tls::TlsConfig>,
+    pub tls: Option<registry_http::tls::TlsConfig>,
     /// With TLS on `addr`, also serve plain HTTP here (loopback, or behind
     /// a proxy that terminates TLS).
     pub plain_addr: Option<SocketAddr>,
     /// Authentication and authorization.
-    pub auth: crate::auth::AuthConfig,
+    pub auth: registry_http::auth::AuthConfig,
     /// Serve the web UI under `/ui/`.
     pub ui: bool,
     /// Most activity-log entries kept (oldest dropped first).
@@ -83,7 +83,7 @@ impl Default for Config {
             metrics_addr: None,
             tls: None,
             plain_addr: None,
-            auth: crate::auth::AuthConfig::default(),
+            auth: registry_http::auth::AuthConfig::default(),
             ui: true,
             activity_retention: 100_000,
             gc: registry_gc::GcConfig::default(),
@@ -157,13 +157,13 @@ impl Config {
         }
         if let Some(h) = &overrides.htpasswd {
             config.auth.htpasswd = Some(h.clone());
-            if config.auth.mode == crate::auth::Mode::None {
-                config.auth.mode = crate::auth::Mode::Htpasswd;
+            if config.auth.mode == registry_http::auth::Mode::None {
+                config.auth.mode = registry_http::auth::Mode::Htpasswd;
             }
         }
         match (&overrides.tls_cert, &overrides.tls_key) {
             (Some(cert), Some(key)) => {
-                config.tls = Some(crate::tls::TlsConfig {
+                config.tls = Some(registry_http::tls::TlsConfig {
                     cert: cert.clone(),
                     key: key.clone(),
                 });

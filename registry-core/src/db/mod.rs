@@ -1,0 +1,529 @@
+//! The transactional table interface every index back end implements, and
+//! the typed layer the rules are written against.
+//!
+//! A back end stores ordered byte-keyed tables and offers three things:
+//! read snapshots ([`ReadOps`]), write transactions ([`WriteOps`]) run by
+//! [`Backend::submit`], and liveness ([`Backend::health`]). Above it,
+//! [`Table`] declares a table with the codecs of its keys and values,
+//! [`Reads`] and [`Tx`] read and write typed rows, and [`Db`] runs closures
+//! as snapshots, transactions, or "what if" transactions that are always
+//! rolled back (an [`overlay::Overlay`] over a snapshot).
+//!
+//! Transactions are closures that may run more than once: a back end runs
+//! a closure again when its transaction must be retried (a serialization
+//! failure, or another request of the same group commit that failed half
+//! way), so a closure computes from what it captured and from what it
+//! reads, never from state it changed itself.
+
+pub mod codec;
+pub mod overlay;
+pub mod redb;
+
+use std::marker::PhantomData;
+use std::ops::Bound;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+pub use codec::{Key, Value, prefix};
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+
+/// Most rows one call to [`ReadOps::scan`] returns.
+pub const SCAN_PAGE: usize = 256;
+
+/// A raw key/value pair.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// Reads of one consistent snapshot (or of a transaction's own view).
+pub trait ReadOps {
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Up to `limit` pairs with keys within `(from, to)`, in key order
+    /// (descending with `reverse`).
+    fn scan(
+        &self,
+        table: &'static str,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>>;
+}
+
+/// A write transaction: reads see its own writes.
+pub trait WriteOps: ReadOps {
+    fn put(&mut self, table: &'static str, key: &[u8], value: &[u8]) -> Result<()>;
+    fn delete(&mut self, table: &'static str, key: &[u8]) -> Result<()>;
+    /// A number greater than every key of `table` (a table keyed by `u64`)
+    /// and than every number this call returned before for it. Back ends
+    /// with concurrent writers hand these out without making writers
+    /// conflict (gaps are allowed).
+    fn next_id(&mut self, table: &'static str) -> Result<u64>;
+}
+
+/// How one transaction closure ended, as the back end needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Succeeded; commit it with the others.
+    Done,
+    /// Refused before changing anything: commit the others.
+    Refused,
+    /// Failed after changing something, or panicked: its changes must not
+    /// be committed, so the transaction is redone without it.
+    Poisoned,
+    /// A storage failure: the whole transaction is lost.
+    Fatal(String),
+}
+
+/// What a back end tells a job after its transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Committed,
+    /// Not committed: the job failed on its own (its answer says why).
+    Excluded,
+    /// The transaction failed.
+    Failed(String),
+}
+
+/// Context of one run of a job: the transaction's time and counter shard.
+#[derive(Debug, Clone, Copy)]
+pub struct JobCtx {
+    pub now_ms: u64,
+    /// Which shard of a sharded counter this transaction updates: back ends
+    /// with concurrent writers spread counters over shards so transactions
+    /// do not all update one row.
+    pub shard: u8,
+}
+
+pub type JobFn = Box<dyn FnMut(&mut dyn WriteOps, JobCtx) -> JobEnd + Send>;
+pub type Finish = Box<dyn FnOnce(Outcome) + Send>;
+
+/// A transaction closure and how to answer its caller.
+pub struct Job {
+    pub run: JobFn,
+    pub finish: Finish,
+}
+
+/// A snapshot that can travel to a blocking thread.
+pub type Snapshot = Box<dyn ReadOps + Send>;
+
+/// An index back end.
+pub trait Backend: Send + Sync + 'static {
+    /// A consistent read snapshot of the committed state.
+    fn snapshot(&self) -> Result<Snapshot>;
+    /// Whether a snapshot's reads may block for long (a network round trip
+    /// each): such back ends are read from a blocking thread.
+    fn reads_block(&self) -> bool;
+    /// Queues a job; each job's `finish` is called exactly once.
+    fn submit(&self, job: Job);
+    /// `Err` with the reason while the back end cannot take writes.
+    fn health(&self) -> std::result::Result<(), String>;
+    /// Commits what is queued and stops taking writes.
+    fn close(&self);
+}
+
+/// A table: its name and the types of its keys and values.
+pub struct Table<K, V> {
+    pub name: &'static str,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Table<K, V> {
+    pub const fn new(name: &'static str) -> Table<K, V> {
+        Table {
+            name,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<K, V> Clone for Table<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, V> Copy for Table<K, V> {}
+
+/// Typed reads, for snapshots and transactions alike.
+pub trait Reads {
+    fn raw(&self) -> &dyn ReadOps;
+
+    /// The time of the transaction (or snapshot), unix ms.
+    fn now_ms(&self) -> u64;
+
+    fn get<K: Key, V: Value>(&self, t: Table<K, V>, k: K::Ref<'_>) -> Result<Option<V>> {
+        let key = codec::key::<K>(k);
+        self.raw()
+            .get(t.name, &key)?
+            .map(|b| V::decode(&b))
+            .transpose()
+    }
+
+    fn contains<K: Key, V>(&self, t: Table<K, V>, k: K::Ref<'_>) -> Result<bool> {
+        Ok(self.raw().get(t.name, &codec::key::<K>(k))?.is_some())
+    }
+
+    /// Rows whose key starts with `prefix` (see [`codec::prefix`]), in order.
+    fn scan_prefix<K: Key, V: Value>(&self, t: Table<K, V>, prefix: &[u8]) -> Scan<'_, K, V> {
+        self.scan_prefix_after(t, prefix, None)
+    }
+
+    /// Rows whose key starts with `prefix` and comes strictly after
+    /// `after` (or all of them), in order.
+    fn scan_prefix_after<K: Key, V: Value>(
+        &self,
+        t: Table<K, V>,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+    ) -> Scan<'_, K, V> {
+        let from = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        let end = codec::prefix_end(prefix);
+        Scan::new(
+            self.raw(),
+            t.name,
+            from,
+            end.map_or(Bound::Unbounded, Bound::Excluded),
+            false,
+        )
+    }
+
+    /// Rows with keys strictly after `after` (or from the start), in order.
+    fn scan_after<K: Key, V: Value>(&self, t: Table<K, V>, after: Option<&[u8]>) -> Scan<'_, K, V> {
+        let from = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_vec()));
+        Scan::new(self.raw(), t.name, from, Bound::Unbounded, false)
+    }
+
+    /// Rows with keys strictly before `before` (or from the end), newest
+    /// first.
+    fn scan_back<K: Key, V: Value>(&self, t: Table<K, V>, before: Option<&[u8]>) -> Scan<'_, K, V> {
+        let to = before.map_or(Bound::Unbounded, |b| Bound::Excluded(b.to_vec()));
+        Scan::new(self.raw(), t.name, Bound::Unbounded, to, true)
+    }
+
+    /// Every row of a table, in order (integrity checks only).
+    fn scan_all<K: Key, V: Value>(&self, t: Table<K, V>) -> Scan<'_, K, V> {
+        Scan::new(
+            self.raw(),
+            t.name,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+        )
+    }
+}
+
+/// A typed range scan that fetches pages of [`SCAN_PAGE`] rows as it goes.
+pub struct Scan<'a, K, V> {
+    ops: &'a dyn ReadOps,
+    table: &'static str,
+    from: Bound<Vec<u8>>,
+    to: Bound<Vec<u8>>,
+    reverse: bool,
+    page: std::vec::IntoIter<Pair>,
+    done: bool,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<'a, K: Key, V: Value> Scan<'a, K, V> {
+    fn new(
+        ops: &'a dyn ReadOps,
+        table: &'static str,
+        from: Bound<Vec<u8>>,
+        to: Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> Scan<'a, K, V> {
+        Scan {
+            ops,
+            table,
+            from,
+            to,
+            reverse,
+            page: Vec::new().into_iter(),
+            done: false,
+            _types: PhantomData,
+        }
+    }
+
+    fn refill(&mut self) -> Result<()> {
+        let page = self.ops.scan(
+            self.table,
+            as_ref(&self.from),
+            as_ref(&self.to),
+            self.reverse,
+            SCAN_PAGE,
+        )?;
+        self.done = page.len() < SCAN_PAGE;
+        if let Some((last, _)) = page.last() {
+            if self.reverse {
+                self.to = Bound::Excluded(last.clone());
+            } else {
+                self.from = Bound::Excluded(last.clone());
+            }
+        }
+        self.page = page.into_iter();
+        Ok(())
+    }
+
+    /// Only the keys.
+    pub fn keys(self) -> impl Iterator<Item = Result<K>> + 'a
+    where
+        K: 'a,
+        V: 'a,
+    {
+        self.map(|r| r.map(|(k, _)| k))
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl<K: Key, V: Value> Iterator for Scan<'_, K, V> {
+    type Item = Result<(K, V)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((k, v)) = self.page.next() {
+                return Some(K::decode(&k).and_then(|k| Ok((k, V::decode(&v)?))));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.refill() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+/// A read snapshot, typed.
+pub struct Snap<'a> {
+    ops: &'a dyn ReadOps,
+    now_ms: u64,
+}
+
+impl<'a> Snap<'a> {
+    pub fn new(ops: &'a dyn ReadOps, now_ms: u64) -> Snap<'a> {
+        Snap { ops, now_ms }
+    }
+}
+
+impl Reads for Snap<'_> {
+    fn raw(&self) -> &dyn ReadOps {
+        self.ops
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+}
+
+/// A write transaction, typed. Rules take `&mut Tx`.
+pub struct Tx<'a> {
+    ops: &'a mut dyn WriteOps,
+    now_ms: u64,
+    shard: u8,
+    writes: usize,
+    /// Blobs whose reference count dropped to zero in this transaction, in
+    /// order (collections and previews report them).
+    pub freed: Vec<String>,
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(ops: &'a mut dyn WriteOps, ctx: JobCtx) -> Tx<'a> {
+        Tx {
+            ops,
+            now_ms: ctx.now_ms,
+            shard: ctx.shard,
+            writes: 0,
+            freed: Vec::new(),
+        }
+    }
+
+    pub fn shard(&self) -> u8 {
+        self.shard
+    }
+
+    /// Whether anything was written (a refusal must come before any write).
+    pub fn wrote(&self) -> bool {
+        self.writes > 0
+    }
+
+    pub fn put<K: Key, V: Value>(&mut self, t: Table<K, V>, k: K::Ref<'_>, v: &V) -> Result<()> {
+        self.writes += 1;
+        self.ops.put(t.name, &codec::key::<K>(k), &v.encode())
+    }
+
+    pub fn delete<K: Key, V>(&mut self, t: Table<K, V>, k: K::Ref<'_>) -> Result<()> {
+        self.writes += 1;
+        self.ops.delete(t.name, &codec::key::<K>(k))
+    }
+
+    /// Reads and deletes a row.
+    pub fn take<K: Key, V: Value>(&mut self, t: Table<K, V>, k: K::Ref<'_>) -> Result<Option<V>> {
+        let row = self.get(t, k)?;
+        if row.is_some() {
+            self.delete(t, k)?;
+        }
+        Ok(row)
+    }
+
+    pub fn next_id<V>(&mut self, t: Table<u64, V>) -> Result<u64> {
+        self.ops.next_id(t.name)
+    }
+}
+
+impl Reads for Tx<'_> {
+    fn raw(&self) -> &dyn ReadOps {
+        &*self.ops
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+}
+
+/// Classifies how a closure ended for its back end.
+fn job_end<R>(result: &std::thread::Result<Result<R>>, wrote: bool) -> JobEnd {
+    match result {
+        Err(_) => JobEnd::Poisoned,
+        Ok(Ok(_)) => JobEnd::Done,
+        Ok(Err(Error::Storage(e))) => JobEnd::Fatal(e.clone()),
+        Ok(Err(Error::Io(e))) => JobEnd::Fatal(e.to_string()),
+        Ok(Err(_)) if wrote => JobEnd::Poisoned,
+        Ok(Err(_)) => JobEnd::Refused,
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// The index database: a back end, and the clock transactions are dated by.
+#[derive(Clone)]
+pub struct Db {
+    backend: Arc<dyn Backend>,
+    clock: Clock,
+}
+
+impl Db {
+    pub fn new(backend: Arc<dyn Backend>, clock: Clock) -> Db {
+        Db { backend, clock }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn health(&self) -> std::result::Result<(), String> {
+        self.backend.health()
+    }
+
+    pub fn close(&self) {
+        self.backend.close();
+    }
+
+    /// Runs `f` on a snapshot of the committed state.
+    pub async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Snap<'_>) -> Result<R> + Send + 'static,
+    {
+        let now = self.clock.now_ms();
+        if !self.backend.reads_block() {
+            let snapshot = self.backend.snapshot()?;
+            return f(&Snap::new(&*snapshot, now));
+        }
+        self.read_blocking(f).await
+    }
+
+    /// Runs `f` in a write transaction and answers once it is durable. The
+    /// transaction may be shared with other callers (group commit), and `f`
+    /// may run more than once (see the module documentation).
+    pub async fn write<R, F>(&self, mut f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut Tx<'_>) -> Result<R> + Send + 'static,
+    {
+        let slot: Arc<Mutex<Option<Result<R>>>> = Arc::new(Mutex::new(None));
+        let (tx, rx) = oneshot::channel::<Result<R>>();
+        let run_slot = slot.clone();
+        let run: JobFn = Box::new(move |ops, ctx| {
+            let mut t = Tx::new(ops, ctx);
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut t)));
+            let end = job_end(&result, t.wrote());
+            let answer = match result {
+                Ok(r) => r,
+                Err(p) => Err(Error::Bug(format!(
+                    "an index transaction failed: {}",
+                    panic_message(p.as_ref())
+                ))),
+            };
+            *run_slot.lock().expect("job slot") = Some(answer);
+            end
+        });
+        let finish: Finish = Box::new(move |outcome| {
+            let answer = slot.lock().expect("job slot").take();
+            let answer = match (outcome, answer) {
+                (Outcome::Failed(why), _) => Err(Error::Storage(why)),
+                (_, Some(a)) => a,
+                (_, None) => Err(Error::Storage("the transaction did not run".into())),
+            };
+            let _ = tx.send(answer);
+        });
+        self.backend.submit(Job { run, finish });
+        rx.await
+            .map_err(|_| Error::Unavailable("the index writer stopped".into()))?
+    }
+
+    /// Runs `f` in a transaction that is always rolled back, and returns
+    /// what it computed: previews and dry runs use the real rules, so they
+    /// cannot disagree with them. It waits for no writer.
+    pub async fn what_if<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
+    {
+        self.read_blocking(move |snap| overlay::run(snap, f)).await
+    }
+
+    /// Like [`Db::read`], always on a blocking thread: for reads that walk
+    /// much (views, previews), so they hold no async worker.
+    pub async fn read_blocking<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Snap<'_>) -> Result<R> + Send + 'static,
+    {
+        let now = self.clock.now_ms();
+        let backend = self.backend.clone();
+        blocking(move || {
+            let snapshot = backend.snapshot()?;
+            f(&Snap::new(&*snapshot, now))
+        })
+        .await
+    }
+}
+
+/// Runs blocking work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Bug(format!("a blocking task failed: {e}")))?
+}

@@ -1,0 +1,505 @@
+//! The embedded back end on redb.
+//!
+//! Every table of the schema is a redb table of byte keys and byte values.
+//! Reads open a redb read transaction (an MVCC snapshot) on the calling
+//! thread and never wait for writers. Writes go to one writer thread
+//! through a channel: it takes every job queued at that moment, runs them
+//! in one write transaction, commits once (one fsync for the whole group),
+//! and only then answers each caller, so a client is told a write
+//! succeeded only after the commit that contains it is durable.
+//!
+//! A job that fails after changing something, or panics, must not take the
+//! others down with it: the transaction is aborted and run again without
+//! that job (its caller gets its error). A storage error fails the group.
+//! A panic of the writer itself is caught, logged and reported by
+//! [`Backend::health`] until a later group commits.
+
+mod migrate;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
+
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+use super::{Backend, Job, JobCtx, JobEnd, Outcome, Pair, ReadOps, Snapshot, WriteOps};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::observe::Observer;
+
+/// Most jobs one group commit takes; the rest wait for the next.
+const MAX_GROUP: usize = 512;
+
+/// Memory redb may use to cache index pages unless told otherwise. redb's
+/// own default (1 GiB) lets a busy server's resident set grow with the
+/// index file for a long time; the B-tree's interior pages, which every
+/// lookup touches, fit many times over in this, and a page that misses is
+/// one read from the operating system's page cache.
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
+type Bytes = &'static [u8];
+
+fn def(name: &'static str) -> TableDefinition<'static, Bytes, Bytes> {
+    TableDefinition::new(name)
+}
+
+impl From<redb::StorageError> for Error {
+    fn from(e: redb::StorageError) -> Error {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<redb::TableError> for Error {
+    fn from(e: redb::TableError) -> Error {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<redb::TransactionError> for Error {
+    fn from(e: redb::TransactionError) -> Error {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<redb::CommitError> for Error {
+    fn from(e: redb::CommitError) -> Error {
+        Error::Storage(e.to_string())
+    }
+}
+
+/// What the writer thread reports about itself.
+#[derive(Default)]
+struct WriterState {
+    /// Why the last group failed, until a group commits again.
+    failure: Option<String>,
+}
+
+pub struct RedbBackend {
+    db: Arc<Database>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    state: Arc<Mutex<WriterState>>,
+}
+
+impl RedbBackend {
+    /// Opens (creating if needed) the index file at `path` with a page cache
+    /// of at most `cache_bytes`, upgrading an older layout, creating every
+    /// table in `tables`, and reporting every group commit to `observer`.
+    pub fn open(
+        path: &Path,
+        cache_bytes: usize,
+        tables: &[&'static str],
+        clock: Clock,
+        observer: Arc<dyn Observer>,
+    ) -> Result<RedbBackend> {
+        let created = !path.exists();
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        if created {
+            // The new file's directory entry must be durable before any
+            // commit to it is acknowledged.
+            crate::blob::fsync_parent(path)?;
+        }
+        migrate::to_current(&db, tables)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let state = Arc::new(Mutex::new(WriterState::default()));
+        let writer = {
+            let (db, state) = (db.clone(), state.clone());
+            std::thread::Builder::new()
+                .name("index-writer".into())
+                .spawn(move || writer_loop(&db, &rx, &clock, observer.as_ref(), &state))
+                .map_err(Error::Io)?
+        };
+        Ok(RedbBackend {
+            db,
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            state,
+        })
+    }
+}
+
+impl Drop for RedbBackend {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Backend for RedbBackend {
+    fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Box::new(RedbSnapshot {
+            txn: self.db.begin_read()?,
+            tables: RefCell::new(HashMap::new()),
+        }))
+    }
+
+    fn reads_block(&self) -> bool {
+        false
+    }
+
+    fn submit(&self, job: Job) {
+        let sender = self.jobs.lock().expect("jobs lock").clone();
+        let rejected = match sender {
+            Some(s) => s.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = rejected {
+            (job.finish)(Outcome::Failed("the index is closed".into()));
+        }
+    }
+
+    fn health(&self) -> std::result::Result<(), String> {
+        let writer = self.writer.lock().expect("writer lock");
+        match writer.as_ref() {
+            None => return Err("the index is closed".into()),
+            Some(h) if h.is_finished() => return Err("the index writer stopped".into()),
+            Some(_) => {}
+        }
+        match &self.state.lock().expect("writer state").failure {
+            Some(why) => Err(format!("the last index commit failed: {why}")),
+            None => Ok(()),
+        }
+    }
+
+    fn close(&self) {
+        self.jobs.lock().expect("jobs lock").take();
+        if let Some(h) = self.writer.lock().expect("writer lock").take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A read transaction, with the tables it opened.
+struct RedbSnapshot {
+    txn: ReadTransaction,
+    tables: RefCell<HashMap<&'static str, ReadOnlyTable<Bytes, Bytes>>>,
+}
+
+impl RedbSnapshot {
+    fn with<T>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&ReadOnlyTable<Bytes, Bytes>) -> Result<T>,
+    ) -> Result<T> {
+        let mut tables = self.tables.borrow_mut();
+        if !tables.contains_key(name) {
+            tables.insert(name, self.txn.open_table(def(name))?);
+        }
+        f(&tables[name])
+    }
+}
+
+fn get_in(t: &impl ReadableTable<Bytes, Bytes>, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    Ok(t.get(key)?.map(|g| g.value().to_vec()))
+}
+
+/// Up to `limit` rows within `range`, in the direction asked.
+fn scan_in(
+    t: &impl ReadableTable<Bytes, Bytes>,
+    range: (Bound<&[u8]>, Bound<&[u8]>),
+    reverse: bool,
+    limit: usize,
+) -> Result<Vec<Pair>> {
+    let rows = t.range::<&[u8]>(range)?;
+    let pair = |e: std::result::Result<_, redb::StorageError>| -> Result<Pair> {
+        let (k, v): (redb::AccessGuard<Bytes>, redb::AccessGuard<Bytes>) = e?;
+        Ok((k.value().to_vec(), v.value().to_vec()))
+    };
+    if reverse {
+        rows.rev().take(limit).map(pair).collect()
+    } else {
+        rows.take(limit).map(pair).collect()
+    }
+}
+
+impl ReadOps for RedbSnapshot {
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with(table, |t| get_in(t, key))
+    }
+
+    fn scan(
+        &self,
+        table: &'static str,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>> {
+        self.with(table, |t| scan_in(t, (from, to), reverse, limit))
+    }
+}
+
+/// A write transaction, with the tables it opened (redb lets a table be
+/// open once per transaction).
+struct RedbWrite<'t> {
+    txn: &'t WriteTransaction,
+    tables: RefCell<HashMap<&'static str, redb::Table<'t, Bytes, Bytes>>>,
+}
+
+impl<'t> RedbWrite<'t> {
+    fn with<T>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&mut redb::Table<'t, Bytes, Bytes>) -> Result<T>,
+    ) -> Result<T> {
+        let mut tables = self.tables.borrow_mut();
+        if !tables.contains_key(name) {
+            tables.insert(name, self.txn.open_table(def(name))?);
+        }
+        f(tables.get_mut(name).expect("opened above"))
+    }
+}
+
+impl ReadOps for RedbWrite<'_> {
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with(table, |t| get_in(t, key))
+    }
+
+    fn scan(
+        &self,
+        table: &'static str,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>> {
+        self.with(table, |t| scan_in(t, (from, to), reverse, limit))
+    }
+}
+
+impl WriteOps for RedbWrite<'_> {
+    fn put(&mut self, table: &'static str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.with(table, |t| {
+            t.insert(key, value)?;
+            Ok(())
+        })
+    }
+
+    fn delete(&mut self, table: &'static str, key: &[u8]) -> Result<()> {
+        self.with(table, |t| {
+            t.remove(key)?;
+            Ok(())
+        })
+    }
+
+    fn next_id(&mut self, table: &'static str) -> Result<u64> {
+        // One writer at a time: the last key is the largest id handed out.
+        let last = self.with(table, |t| Ok(t.last()?.map(|(k, _)| k.value().to_vec())))?;
+        let last = last.map_or(Ok(0), |k| <u64 as super::Key>::decode(&k))?;
+        Ok(last + 1)
+    }
+}
+
+fn writer_loop(
+    db: &Database,
+    rx: &mpsc::Receiver<Job>,
+    clock: &Clock,
+    observer: &dyn Observer,
+    state: &Mutex<WriterState>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let writes = group.len();
+        let started = Instant::now();
+        // The finishers go into the group runner; if the runner itself
+        // panics, the jobs it still held are dropped and their callers learn
+        // it from their closed channels.
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| run_group(db, group, clock, state)));
+        match result {
+            Ok(Ok(())) => observer.index_commit(started.elapsed(), writes),
+            Ok(Err(why)) => tracing::error!(error = %why, "index commit failed"),
+            Err(p) => {
+                let why = format!(
+                    "the index writer panicked: {}",
+                    super::panic_message(p.as_ref())
+                );
+                tracing::error!(error = %why, "index commit failed");
+                state.lock().expect("writer state").failure = Some(why);
+            }
+        }
+    }
+}
+
+/// Runs a group of jobs in one transaction, redoing it without any job
+/// that failed half way; answers every job.
+fn run_group(
+    db: &Database,
+    mut group: Vec<Job>,
+    clock: &Clock,
+    state: &Mutex<WriterState>,
+) -> std::result::Result<(), String> {
+    // The state is set before anyone is answered, so a caller that learns
+    // of a failure sees it in `health` too.
+    let fail_all = |group: Vec<Job>, why: String| {
+        state.lock().expect("writer state").failure = Some(why.clone());
+        for job in group {
+            (job.finish)(Outcome::Failed(why.clone()));
+        }
+        why
+    };
+    loop {
+        let txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => return Err(fail_all(group, e.to_string())),
+        };
+        let ctx = JobCtx {
+            now_ms: clock.now_ms(),
+            shard: 0,
+        };
+        let ends: Vec<JobEnd> = {
+            let mut w = RedbWrite {
+                txn: &txn,
+                tables: RefCell::new(HashMap::new()),
+            };
+            group.iter_mut().map(|job| (job.run)(&mut w, ctx)).collect()
+        };
+        if let Some(JobEnd::Fatal(why)) = ends.iter().find(|e| matches!(e, JobEnd::Fatal(_))) {
+            let _ = txn.abort();
+            return Err(fail_all(group, why.clone()));
+        }
+        if ends.contains(&JobEnd::Poisoned) {
+            let _ = txn.abort();
+            let mut kept = Vec::with_capacity(group.len());
+            for (job, end) in group.into_iter().zip(ends) {
+                if end == JobEnd::Poisoned {
+                    (job.finish)(Outcome::Excluded);
+                } else {
+                    kept.push(job);
+                }
+            }
+            if kept.is_empty() {
+                return Ok(());
+            }
+            group = kept;
+            continue;
+        }
+        return match txn.commit() {
+            Ok(()) => {
+                state.lock().expect("writer state").failure = None;
+                for job in group {
+                    (job.finish)(Outcome::Committed);
+                }
+                Ok(())
+            }
+            Err(e) => Err(fail_all(group, e.to_string())),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Db, Reads, Table};
+    use crate::observe::NoObserver;
+
+    const T: Table<String, u64> = Table::new("t");
+
+    fn open(dir: &tempfile::TempDir) -> Db {
+        let clock = Clock::system();
+        let backend = RedbBackend::open(
+            &dir.path().join("i.redb"),
+            1 << 20,
+            &["t"],
+            clock.clone(),
+            Arc::new(NoObserver),
+        )
+        .unwrap();
+        Db::new(Arc::new(backend), clock)
+    }
+
+    /// Jobs of one group commit: one that fails after writing and one that
+    /// panics are taken out; the others commit.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failing_job_does_not_fail_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        let mut waiting = Vec::new();
+        for i in 0..30u64 {
+            let db = db.clone();
+            waiting.push(tokio::spawn(async move {
+                db.write(move |tx| {
+                    let key = format!("k{i}");
+                    tx.put(T, &key, &i)?;
+                    match i % 10 {
+                        3 => Err(Error::Conflict("refused after writing".into())),
+                        7 => panic!("a bug in job {i}"),
+                        _ => Ok(i),
+                    }
+                })
+                .await
+            }));
+        }
+        for (i, w) in waiting.into_iter().enumerate() {
+            let r = w.await.unwrap();
+            match i % 10 {
+                3 => assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}"),
+                7 => assert!(matches!(r, Err(Error::Bug(_))), "{r:?}"),
+                _ => assert_eq!(r.unwrap(), i as u64),
+            }
+        }
+        let stored: Vec<u64> = db
+            .read(|s| s.scan_all(T).map(|e| e.map(|(_, v)| v)).collect())
+            .await
+            .unwrap();
+        let mut want: Vec<u64> = (0..30).filter(|i| i % 10 != 3 && i % 10 != 7).collect();
+        let mut got = stored;
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "only the failed jobs' writes are missing");
+        assert_eq!(db.health(), Ok(()));
+    }
+
+    /// A storage failure fails the group and turns health red until a
+    /// group commits again.
+    #[tokio::test]
+    async fn a_storage_failure_is_reported_until_a_commit_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        let r = db
+            .write(|_| -> Result<()> { Err(Error::Storage("disk on fire".into())) })
+            .await;
+        assert!(matches!(r, Err(Error::Storage(_))), "{r:?}");
+        assert!(db.health().unwrap_err().contains("disk on fire"));
+        db.write(|tx| tx.put(T, "a", &1)).await.unwrap();
+        assert_eq!(db.health(), Ok(()));
+    }
+
+    /// A "what if" transaction sees its own writes and changes nothing.
+    #[tokio::test]
+    async fn what_if_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        db.write(|tx| tx.put(T, "a", &1)).await.unwrap();
+        let seen = db
+            .what_if(|tx| {
+                tx.put(T, "b", &2)?;
+                tx.delete(T, "a")?;
+                Ok((tx.get(T, "a")?, tx.get(T, "b")?))
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, (None, Some(2)));
+        let now = db
+            .read(|s| Ok((s.get(T, "a")?, s.get(T, "b")?)))
+            .await
+            .unwrap();
+        assert_eq!(now, (Some(1), None));
+    }
+}

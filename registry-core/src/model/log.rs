@@ -1,0 +1,94 @@
+//! The activity log, the history of collector runs, and settings changed at
+//! run time.
+
+use super::{ACTIVITY, GC_RUNS, SETTINGS};
+use crate::db::{Reads, Tx, codec};
+use crate::error::{Error, Result};
+use crate::index::{Activity, ActivityQuery};
+
+/// The log is trimmed once every this many entries (trimming is a range
+/// delete, and readers never see entries beyond the retention anyway).
+const TRIM_EVERY: u64 = 64;
+
+/// Appends an entry (numbered and timed here); returns its id. Entries
+/// more than `retain` older than the newest are trimmed now and then, and
+/// never listed.
+pub fn record_activity(tx: &mut Tx<'_>, mut entry: Activity, retain: u64) -> Result<u64> {
+    let id = tx.next_id(ACTIVITY)?;
+    entry.id = id;
+    if entry.time_ms == 0 {
+        entry.time_ms = tx.now_ms();
+    }
+    let json = serde_json::to_vec(&entry).expect("activity serializes");
+    tx.put(ACTIVITY, id, &json)?;
+    if id % TRIM_EVERY == 0 {
+        let keep_from = id.saturating_sub(retain.max(1)) + 1;
+        let old: Vec<u64> = tx
+            .scan_after(ACTIVITY, None)
+            .keys()
+            .take_while(|k| k.as_ref().is_ok_and(|k| *k < keep_from))
+            .collect::<Result<_>>()?;
+        for k in old {
+            tx.delete(ACTIVITY, k)?;
+        }
+    }
+    Ok(id)
+}
+
+/// Entries matching `q`, newest first, within the newest `retain`.
+pub fn activity(r: &impl Reads, q: &ActivityQuery, retain: u64) -> Result<Vec<Activity>> {
+    let newest = r
+        .scan_back(ACTIVITY, None)
+        .keys()
+        .next()
+        .transpose()?
+        .unwrap_or(0);
+    let oldest_kept = newest.saturating_sub(retain.max(1));
+    let before = q.before.map(codec::key::<u64>);
+    let mut out = Vec::new();
+    for e in r.scan_back(ACTIVITY, before.as_deref()) {
+        let (id, json) = e?;
+        if out.len() >= q.limit || id <= oldest_kept {
+            break;
+        }
+        let a: Activity = serde_json::from_slice(&json)
+            .map_err(|e| Error::Storage(format!("corrupt activity entry: {e}")))?;
+        if q.since_ms.is_some_and(|s| a.time_ms < s) {
+            break; // older entries only from here on
+        }
+        let keep = q
+            .repository
+            .as_ref()
+            .is_none_or(|r| a.repository.as_ref() == Some(r))
+            && q.action.as_ref().is_none_or(|x| &a.action == x);
+        if keep {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// A new id for a collector run.
+pub fn next_run_id(tx: &mut Tx<'_>) -> Result<u64> {
+    tx.next_id(GC_RUNS)
+}
+
+pub fn save_gc_run(tx: &mut Tx<'_>, id: u64, report: &[u8]) -> Result<()> {
+    tx.put(GC_RUNS, id, &report.to_vec())
+}
+
+/// The newest `limit` run reports, newest first.
+pub fn gc_runs(r: &impl Reads, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    r.scan_back(GC_RUNS, None).take(limit).collect()
+}
+
+pub fn setting(r: &impl Reads, key: &str) -> Result<Option<String>> {
+    r.get(SETTINGS, key)
+}
+
+pub fn set_setting(tx: &mut Tx<'_>, key: &str, value: Option<&str>) -> Result<()> {
+    match value {
+        Some(v) => tx.put(SETTINGS, key, &v.to_owned()),
+        None => tx.delete(SETTINGS, key),
+    }
+}

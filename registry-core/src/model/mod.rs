@@ -1,0 +1,182 @@
+//! The rules of the index, written once over the table interface
+//! ([`crate::db`]) so every back end keeps them the same way.
+//!
+//! This module declares the schema: the tables, and the rows stored in
+//! them. The rules live in the submodules:
+//!
+//! - [`counters`]: repository counters and the sharded running totals;
+//! - [`refs`]: blobs, the links that make a blob visible in a repository,
+//!   and their reference counts;
+//! - [`manifests`]: storing manifests, tags, and deleting them;
+//! - [`dangling`]: which manifests nothing keeps;
+//! - [`cascade`]: the one engine for deletions that take what they leave
+//!   dangling with them (previews, GC, repository removal, repairs);
+//! - [`uploads`]: upload sessions;
+//! - [`log`]: activity log, GC run history and settings;
+//! - [`recount`]: recomputing every derived record (integrity check);
+//! - [`views`]: what listings and the web UI read.
+//!
+//! **Architecture Invariant:** reference counts change only in [`refs`],
+//! called from the transaction that stores or deletes the referencing
+//! manifest.
+//!
+//! **Architecture Invariant:** a mutation checks everything before it
+//! changes anything, so a refused request leaves its transaction as it
+//! found it (a request that fails after writing is taken out of its group
+//! commit by the back end, see [`crate::db::JobEnd::Poisoned`]).
+
+pub mod cascade;
+pub mod counters;
+pub mod dangling;
+pub mod log;
+pub mod manifests;
+pub mod recount;
+pub mod refs;
+pub mod uploads;
+pub mod views;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::Table;
+use crate::db::codec::Row;
+use crate::index::Upload;
+use crate::manifest::Kind;
+
+/// repository -> its counters
+pub const REPOS: Table<String, RepoRow> = Table::new("repos");
+/// (repository, tag) -> where it points
+pub const TAGS: Table<(String, String), TagRow> = Table::new("tags");
+/// (repository, manifest digest, tag): the tags pointing at a manifest
+pub const TAGS_BY_MANIFEST: Table<(String, String, String), ()> = Table::new("tags_by_manifest");
+/// (repository, manifest digest) -> the manifest as stored there
+pub const MANIFESTS: Table<(String, String), ManifestRow> = Table::new("manifests");
+/// manifest digest -> the exact bytes pushed (shared by every repository)
+pub const MANIFEST_BODIES: Table<String, Vec<u8>> = Table::new("manifest_bodies");
+/// manifest digest -> number of repositories storing it
+pub const MANIFEST_BODY_REFS: Table<String, u64> = Table::new("manifest_body_refs");
+/// blob digest -> size, reference count, times
+pub const BLOBS: Table<String, BlobRow> = Table::new("blobs");
+/// blob digest -> unix ms since when its reference count is zero: the only
+/// place garbage collection looks for candidates.
+pub const UNREFERENCED: Table<String, u64> = Table::new("unreferenced");
+/// (repository, blob digest): the blob is visible in the repository
+pub const LINKS: Table<(String, String), LinkRow> = Table::new("links");
+/// (blob digest, repository): the same links, by blob
+pub const LINKS_BY_BLOB: Table<(String, String), ()> = Table::new("links_by_blob");
+/// upload id -> the session
+pub const UPLOADS: Table<String, Upload> = Table::new("uploads");
+/// (repository, subject digest, referrer digest)
+pub const REFERRERS: Table<(String, String, String), ()> = Table::new("referrers");
+/// (total's name, shard) -> this shard's part of the total
+pub const TOTALS: Table<(String, u64), i64> = Table::new("totals");
+/// (repository, manifest digest) -> manifests nothing keeps (no tag, no
+/// index in the repository lists them, not attached to a stored subject).
+pub const DANGLING: Table<(String, String), DanglingRow> = Table::new("dangling");
+/// run id -> the collector's report of that run (JSON)
+pub const GC_RUNS: Table<u64, Vec<u8>> = Table::new("gc_runs");
+/// name -> value: settings changed at run time (e.g. the GC schedule)
+pub const SETTINGS: Table<String, String> = Table::new("settings");
+/// sequence number -> an activity entry (JSON), oldest first
+pub const ACTIVITY: Table<u64, Vec<u8>> = Table::new("activity");
+
+/// Every table of the schema (back ends create them up front).
+pub const TABLES: &[&str] = &[
+    REPOS.name,
+    TAGS.name,
+    TAGS_BY_MANIFEST.name,
+    MANIFESTS.name,
+    MANIFEST_BODIES.name,
+    MANIFEST_BODY_REFS.name,
+    BLOBS.name,
+    UNREFERENCED.name,
+    LINKS.name,
+    LINKS_BY_BLOB.name,
+    UPLOADS.name,
+    REFERRERS.name,
+    TOTALS.name,
+    DANGLING.name,
+    GC_RUNS.name,
+    SETTINGS.name,
+    ACTIVITY.name,
+];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RepoRow {
+    pub created_ms: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub links: u64,
+    pub uploads: u64,
+    /// Bytes of the blobs linked into the repository.
+    pub link_bytes: u64,
+}
+
+impl RepoRow {
+    fn is_empty(&self) -> bool {
+        self.manifests == 0 && self.tags == 0 && self.links == 0 && self.uploads == 0
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TagRow {
+    pub digest: String,
+    pub updated_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestRow {
+    pub media_type: String,
+    pub size: u64,
+    pub kind: Kind,
+    pub blobs: Vec<String>,
+    pub children: Vec<String>,
+    pub subject: Option<String>,
+    pub artifact_type: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+    pub created_ms: u64,
+    /// Indexes in the same repository listing this manifest.
+    pub parents: u64,
+    /// Tags in the same repository pointing at this manifest.
+    pub tags: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobRow {
+    pub size: u64,
+    /// Manifest rows (any repository) referencing this blob.
+    pub refs: u64,
+    pub created_ms: u64,
+    /// Last time the blob was uploaded or mounted: the grace period of
+    /// garbage collection runs from here (or from a later HEAD/GET).
+    pub seen_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DanglingRow {
+    pub since_ms: u64,
+    /// It has a `subject` that is not stored in the repository.
+    pub orphaned_referrer: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkRow {
+    /// Manifests in this repository referencing the blob.
+    pub refs: u64,
+    pub linked_ms: u64,
+}
+
+impl Row for RepoRow {}
+impl Row for TagRow {}
+impl Row for ManifestRow {}
+impl Row for BlobRow {}
+impl Row for DanglingRow {}
+impl Row for LinkRow {}
+impl Row for Upload {}
+
+/// An invariant the rules rely on does not hold: a bug, or a damaged
+/// index. The request fails alone (see the module documentation).
+pub(crate) fn broken(what: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Bug(format!("index invariant broken: {what}"))
+}

@@ -1,0 +1,153 @@
+//! What administrators and the web UI see and do: repository views,
+//! previews, repository removal, the activity log, run history, settings,
+//! totals and readiness.
+
+use super::Registry;
+use crate::error::Result;
+use crate::index::{Activity, ActivityQuery, Collected, RepoSummary, RepositoryView, Totals};
+use crate::model::{cascade, log};
+use crate::names::{Reference, RepoName};
+
+/// Whether the node can serve writes, part by part (`Err` says why not).
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    pub index: std::result::Result<(), String>,
+    pub storage: std::result::Result<(), String>,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.index.is_ok() && self.storage.is_ok()
+    }
+}
+
+impl Registry {
+    /// A repository's manifests and tags, with what deleting each would
+    /// free, from one snapshot.
+    pub async fn repository_view(&self, repo: &RepoName) -> Result<RepositoryView> {
+        self.index.repository_view(repo).await
+    }
+
+    /// Repositories after `after` whose name contains `contains`, with their
+    /// counts; and whether more follow.
+    pub async fn repository_summaries(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        contains: Option<&str>,
+    ) -> Result<(Vec<RepoSummary>, bool)> {
+        self.index
+            .repository_summaries(after, limit, contains)
+            .await
+    }
+
+    /// Activity entries matching `query`, newest first.
+    pub async fn activity_log(&self, query: &ActivityQuery) -> Result<Vec<Activity>> {
+        self.index
+            .activity(query, self.options.activity_retention)
+            .await
+    }
+
+    /// The running totals (no scan).
+    pub async fn totals(&self) -> Result<Totals> {
+        self.index.totals().await
+    }
+
+    /// What deleting this tag or manifest would free right now. Changes
+    /// nothing.
+    pub async fn preview_delete(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Collected> {
+        self.index.preview_delete(repo, reference).await
+    }
+
+    /// Removes a repository's tags, manifests and blob links (or, with
+    /// `dry_run`, says what that would do), on behalf of `actor`.
+    pub async fn delete_repository(
+        &self,
+        repo: &RepoName,
+        dry_run: bool,
+        actor: &str,
+    ) -> Result<Collected> {
+        if dry_run {
+            return self.index.delete_repository(repo, true).await;
+        }
+        let (r, repo2, actor) = (repo.to_string(), repo.clone(), actor.to_owned());
+        let retain = self.options.activity_retention;
+        self.index
+            .db()
+            .write(move |tx| {
+                let removed = cascade::delete_repository(tx, &r)?;
+                let c = cascade::collected(tx, removed)?;
+                let detail = serde_json::json!({
+                    "manifests": c.manifests.len(),
+                    "freed_blobs": c.freed.len(),
+                });
+                let entry =
+                    Registry::activity(&actor, "repository_delete", &repo2, None, None, detail);
+                log::record_activity(tx, entry, retain)?;
+                Ok(c)
+            })
+            .await
+    }
+
+    /// Reserves the id of a new collector run.
+    pub async fn begin_gc_run(&self) -> Result<u64> {
+        self.index
+            .db()
+            .write(|tx| {
+                let id = log::next_run_id(tx)?;
+                // A placeholder until the report is saved (the history
+                // skips what it cannot read).
+                log::save_gc_run(tx, id, b"{}")?;
+                Ok(id)
+            })
+            .await
+    }
+
+    /// Saves a finished run's report, and its activity entry, in one
+    /// transaction.
+    pub async fn finish_gc_run(&self, id: u64, report: Vec<u8>, entry: Activity) -> Result<()> {
+        let retain = self.options.activity_retention;
+        self.index
+            .db()
+            .write(move |tx| {
+                log::save_gc_run(tx, id, &report)?;
+                log::record_activity(tx, entry.clone(), retain).map(|_| ())
+            })
+            .await
+    }
+
+    /// The newest `limit` run reports (JSON), newest first.
+    pub async fn gc_runs(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.index.gc_runs(limit).await
+    }
+
+    /// A setting changed at run time.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.index.setting(key).await
+    }
+
+    pub async fn set_setting(&self, key: &str, value: Option<&str>) -> Result<()> {
+        self.index.set_setting(key, value).await
+    }
+
+    /// Whether the index and the blob store take writes.
+    pub async fn readiness(&self) -> Readiness {
+        let index = match self.index.db().health() {
+            Ok(()) => self
+                .index
+                .totals()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(why) => Err(why),
+        };
+        Readiness {
+            index,
+            storage: self.blobs.ready().await,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Blob reads, mounts, monolithic pushes and blob deletes.
+
+use std::ops::Range;
+
+use super::Registry;
+use crate::blob::ByteStream;
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::index::commit_blob;
+use crate::model::{log, refs};
+use crate::names::RepoName;
+
+/// Upload ids: random, hex.
+pub(super) fn new_upload_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Registry {
+    /// The size of a blob visible in `repo`. Confirms the blob to the
+    /// garbage collector (it is protected for the grace period).
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        // Confirm first, then look: a sweep either sees the confirmation
+        // (and spares the blob) or has doomed the blob (confirm refuses) or
+        // has already removed its row (the index says so). Looking first
+        // would leave a gap in which a blob removed by a sweep that just
+        // reopened the fence is confirmed anyway.
+        if !self.node.confirm(digest).await? {
+            return Err(Error::BlobUnknown(digest.clone()));
+        }
+        match self.index.blob_in_repo(repo, digest).await? {
+            Some(size) => Ok(size),
+            None => Err(Error::BlobUnknown(digest.clone())),
+        }
+    }
+
+    /// Streams `range` of a blob previously sized with [`Registry::stat_blob`].
+    pub async fn read_blob(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream> {
+        self.blobs.read(digest, range).await
+    }
+
+    /// Removes a blob from `repo`'s view (refused while a manifest there
+    /// references it); the bytes stay until garbage collection.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest, actor: &str) -> Result<()> {
+        let entry = Registry::activity(
+            actor,
+            "blob_delete",
+            repo,
+            None,
+            Some(digest),
+            serde_json::Value::Null,
+        );
+        let (r, d, retain) = (
+            repo.to_string(),
+            digest.to_string(),
+            self.options.activity_retention,
+        );
+        self.index
+            .db()
+            .write(move |tx| {
+                refs::unlink_blob(tx, &r, &d)?;
+                log::record_activity(tx, entry.clone(), retain).map(|_| ())
+            })
+            .await
+    }
+
+    /// Repositories in which a blob is visible (at most `limit`).
+    pub async fn blob_repositories(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>> {
+        self.index.blob_repositories(digest, limit).await
+    }
+
+    /// Links a blob stored elsewhere into `repo`. `None` if it cannot be
+    /// mounted (unknown, or not visible in `from`).
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>> {
+        let _pass = self.node.pass().await?;
+        self.index.mount_blob(repo, digest, from).await
+    }
+
+    /// Receives a whole blob in one request and stores it under `digest`.
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let id = new_upload_id();
+        let limit = self.options.limits.max_blob_bytes;
+        let hasher = Hasher::new(digest.algorithm());
+        let result = async {
+            let got = self.blobs.append(&id, 0, hasher, &[], body, limit).await?;
+            self.store_blob(repo, &id, got, digest, None).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.blobs.delete_upload(&id, &[]).await;
+        }
+        result
+    }
+
+    /// Puts an upload's bytes at their content address and records the
+    /// blob (closing session `closes`), behind the fence.
+    pub(super) async fn store_blob(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        got: crate::blob::Appended,
+        digest: &Digest,
+        closes: Option<&str>,
+    ) -> Result<u64> {
+        let size = got.offset;
+        let _pass = self.node.pass().await?;
+        self.blobs
+            .commit_upload(id, size, got.hasher, &got.state, digest)
+            .await?;
+        let (r, d, closes) = (
+            repo.to_string(),
+            digest.to_string(),
+            closes.map(str::to_owned),
+        );
+        self.index
+            .db()
+            .write(move |tx| commit_blob(tx, &r, &d, size, closes.as_deref()))
+            .await?;
+        Ok(size)
+    }
+}

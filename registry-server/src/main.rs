@@ -1,0 +1,186 @@
+//! The `registry` binary: `serve` (the default), `gc` and `check`. It reads
+//! the configuration, opens the store it names, and wires the core, the
+//! collector and the HTTP layer together.
+
+mod check;
+mod config;
+mod gc;
+mod serve;
+mod store;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use registry_gc::UntaggedRule;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+#[derive(Parser)]
+#[command(
+    name = "registry",
+    version,
+    about = "Berth: an OCI distribution registry with online garbage collection"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the registry API (the default when no command is given).
+    Serve(Box<ServeArgs>),
+    /// Collect garbage: through a running server's admin API, or with
+    /// --offline directly on a stopped store.
+    Gc(GcArgs),
+    /// Check that the index and the blob store agree (on a stopped store).
+    /// Exit status: 0 clean, 1 problems found and all repaired, 2 problems
+    /// remain.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Fix what can be fixed safely: recount, delete files no row names,
+    /// quarantine corrupt blobs, forget blobs whose bytes are gone (and the
+    /// manifests that needed them, which are listed).
+    #[arg(long)]
+    pub repair: bool,
+    /// Also re-hash every blob (reads everything).
+    #[arg(long)]
+    pub verify_content: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Default)]
+pub struct StoreArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "REGISTRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for blobs, uploads and the index (default ./data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Default)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on (default 127.0.0.1:5000).
+    #[arg(long)]
+    pub addr: Option<std::net::SocketAddr>,
+    /// Serve /metrics (and /healthz, /readyz) on this address instead.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// With TLS on --addr, also serve plain HTTP on this address (loopback,
+    /// or behind a proxy that terminates TLS).
+    #[arg(long)]
+    pub plain_addr: Option<std::net::SocketAddr>,
+    /// Require HTTP Basic credentials from this htpasswd file (bcrypt,
+    /// `htpasswd -B`); every listed user may pull, push and delete.
+    #[arg(long)]
+    pub htpasswd: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// GC grace period: blobs uploaded, mounted or confirmed more recently
+    /// are never collected (default 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub gc_grace: Option<Duration>,
+    /// How long a push waits for a GC fence before a retryable 503 (default 500ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub gc_fence_wait: Option<Duration>,
+    /// Upload sessions idle this long are purged by GC (default 24h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub upload_max_age: Option<Duration>,
+    /// GC schedule: a 5-field cron expression (UTC) or @hourly, @daily,
+    /// @midnight, @weekly, @monthly, @yearly; "off" disables.
+    #[arg(long)]
+    pub gc_schedule: Option<String>,
+    /// Collect untagged manifests in repositories matching GLOB once they
+    /// have been untagged for AGE, e.g. `ci/**=7d` (repeatable; replaces
+    /// the configured rules).
+    #[arg(long = "gc-untagged", value_name = "GLOB=AGE", value_parser = parse_untagged)]
+    pub gc_untagged: Vec<UntaggedRule>,
+    /// Collect referrers whose subject is gone (default true).
+    #[arg(long)]
+    pub gc_orphaned_referrers: Option<bool>,
+}
+
+fn parse_untagged(s: &str) -> Result<UntaggedRule, String> {
+    let (glob, age) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?}: expected GLOB=AGE, e.g. ci/**=7d"))?;
+    Ok(UntaggedRule {
+        repositories: glob.to_owned(),
+        older_than: humantime::parse_duration(age).map_err(|e| format!("{age:?}: {e}"))?,
+    })
+}
+
+#[derive(Args)]
+pub struct GcArgs {
+    /// Work on a stopped store instead of asking a running server.
+    #[arg(long)]
+    pub offline: bool,
+    /// The running server (without --offline).
+    #[arg(long, default_value = "http://127.0.0.1:5000", env = "REGISTRY_URL")]
+    pub url: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also collect untagged manifests in every repository.
+    #[arg(long)]
+    pub delete_untagged: bool,
+    /// Grace period for this run.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub grace: Option<Duration>,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(crate) fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli
+        .command
+        .unwrap_or_else(|| Command::Serve(Box::default()))
+    {
+        Command::Serve(args) => runtime.block_on(serve::serve(*args)),
+        Command::Check(args) => {
+            let code = runtime.block_on(check::check(args))?;
+            std::process::exit(code);
+        }
+        Command::Gc(args) => {
+            if !runtime.block_on(gc::gc(args))? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! `registry serve`: opens the store, starts the collector, binds the
+//! listeners and serves until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use registry_core::Clock;
+use registry_gc::Collector;
+use registry_http::activity::GcEvents;
+use registry_http::auth::Auth;
+use registry_http::metrics::Metrics;
+use registry_http::server::{self, App, AppOptions, Listener};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::ServeArgs;
+use crate::config::{Config, Overrides};
+use crate::store::{Store, open_store};
+
+fn overrides(args: ServeArgs) -> (Option<std::path::PathBuf>, Overrides) {
+    let o = Overrides {
+        addr: args.addr,
+        data_dir: args.store.data_dir,
+        gc_grace: args.gc_grace,
+        gc_fence_wait: args.gc_fence_wait,
+        upload_max_age: args.upload_max_age,
+        gc_schedule: args.gc_schedule.map(|s| (s.trim() != "off").then_some(s)),
+        gc_untagged: (!args.gc_untagged.is_empty()).then_some(args.gc_untagged),
+        gc_orphaned_referrers: args.gc_orphaned_referrers,
+        metrics_addr: args.metrics_addr,
+        plain_addr: args.plain_addr,
+        htpasswd: args.htpasswd,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+    };
+    (args.store.config, o)
+}
+
+/// The listeners of a server: the API, and optionally metrics and plain
+/// HTTP beside TLS.
+struct Listeners {
+    api: TcpListener,
+    metrics: Option<TcpListener>,
+    plain: Option<TcpListener>,
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} for {what}"))
+}
+
+async fn bind_all(config: &Config, tls: bool) -> anyhow::Result<Listeners> {
+    let api = bind(config.addr, "the API").await?;
+    let metrics = match config.metrics_addr {
+        Some(a) => Some(bind(a, "metrics").await?),
+        None => None,
+    };
+    let plain = match (config.plain_addr, tls) {
+        (Some(a), true) => Some(bind(a, "plain HTTP").await?),
+        (Some(_), false) => {
+            anyhow::bail!("plain_addr (--plain-addr) is only for use beside TLS on addr")
+        }
+        _ => None,
+    };
+    Ok(Listeners {
+        api,
+        metrics,
+        plain,
+    })
+}
+
+/// The first lines on stdout say where we listen (scripts and tests read
+/// them when they ask for port 0); everything else goes to the log.
+fn announce(l: &Listeners, tls: bool) -> anyhow::Result<()> {
+    let scheme = if tls { "https" } else { "http" };
+    println!("registry listening on {scheme}://{}", l.api.local_addr()?);
+    if let Some(m) = &l.metrics {
+        println!("metrics listening on http://{}", m.local_addr()?);
+    }
+    if let Some(p) = &l.plain {
+        println!("plain listening on http://{}", p.local_addr()?);
+    }
+    Ok(())
+}
+
+/// The collector, with its schedule and housekeeping running.
+async fn start_collector(
+    store: &Store,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    schedule: &Option<Option<String>>,
+) -> anyhow::Result<Arc<Collector>> {
+    let events = GcEvents(vec![metrics.clone()]);
+    let collector = Collector::observed(
+        store.registry.clone(),
+        config.gc.clone(),
+        true,
+        Some(Arc::new(events)),
+    )
+    .await?;
+    // A schedule set through the admin API outlives restarts and wins over
+    // the config file; one given on the command line wins over both.
+    if let Some(s) = schedule {
+        collector.set_schedule(s.as_deref()).await?;
+    }
+    collector.spawn_scheduler();
+    collector.spawn_housekeeping();
+    Ok(collector)
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (file, overrides) = overrides(args);
+    let config = Config::load(file.as_deref(), &overrides)?;
+    crate::init_logging(config.log_format);
+    let clock = Clock::system();
+    let metrics = Arc::new(Metrics::new());
+    let store = open_store(&config, clock.clone(), metrics.clone())
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    store.recover().await?;
+    let collector = start_collector(&store, &config, &metrics, &overrides.gc_schedule).await?;
+    let auth = Arc::new(
+        Auth::new(&config.auth, &config.data_dir, clock).context("setting up authentication")?,
+    );
+    let tls = config
+        .tls
+        .as_ref()
+        .map(registry_http::tls::acceptor)
+        .transpose()
+        .context("setting up TLS")?;
+    let listeners = bind_all(&config, tls.is_some()).await?;
+    announce(&listeners, tls.is_some())?;
+    tracing::info!(
+        addr = %listeners.api.local_addr()?,
+        tls = tls.is_some(),
+        auth = ?auth.mode(),
+        data_dir = %config.data_dir.display(),
+        "serving"
+    );
+    let options = AppOptions {
+        automatic_mount: config.automatic_mount,
+        ui: config.ui,
+        secure_cookies: tls.is_some(),
+    };
+    let app = Arc::new(App::new(
+        store.registry.clone(),
+        collector,
+        metrics,
+        auth,
+        options,
+    ));
+    run(app, listeners, tls, &config).await?;
+    store.registry.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves every listener until a signal, then shuts down gracefully.
+async fn run(
+    app: Arc<App>,
+    l: Listeners,
+    tls: Option<TlsAcceptor>,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let main_kind = Listener::Main {
+        metrics: l.metrics.is_none(),
+    };
+    let spawn = |listener, kind, tls| {
+        tokio::spawn(server::serve(
+            listener,
+            app.clone(),
+            kind,
+            tls,
+            shutdown.clone(),
+            config.shutdown_timeout,
+        ))
+    };
+    let mut tasks = vec![spawn(l.api, main_kind, tls)];
+    if let Some(m) = l.metrics {
+        tasks.push(spawn(m, Listener::Metrics, None));
+    }
+    if let Some(p) = l.plain {
+        tasks.push(spawn(p, main_kind, None));
+    }
+    server::shutdown_signal().await;
+    shutdown.cancel();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}

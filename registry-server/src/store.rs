@@ -1,0 +1,92 @@
+//! Opening the store a configuration names: the blob store, the index,
+//! the node's shared state, and the [`Registry`] over them.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use registry_core::blob::FsBlobStore;
+use registry_core::coord::InProcess;
+use registry_core::index::Index;
+use registry_core::observe::{NoObserver, Observer};
+use registry_core::registry::Recovery;
+use registry_core::{Clock, Limits, Options, Registry};
+
+use crate::StoreArgs;
+use crate::config::{Config, Overrides};
+
+/// The opened store.
+pub struct Store {
+    pub registry: Arc<Registry>,
+    /// The filesystem blob store, which may hold an older release's trash.
+    fs: Arc<FsBlobStore>,
+}
+
+/// Opens the blob directory and the index file under the data directory,
+/// dating everything by `clock` and reporting commits and fences to
+/// `observer`.
+pub fn open_store(
+    config: &Config,
+    clock: Clock,
+    observer: Arc<dyn Observer>,
+) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let fs = Arc::new(FsBlobStore::open(&config.data_dir)?);
+    let index = Index::open_redb_with(
+        &config.index_path(),
+        usize::try_from(config.limits.index_cache_bytes).unwrap_or(usize::MAX),
+        clock.clone(),
+        observer.clone(),
+    )?;
+    let node = Arc::new(InProcess::new(config.gc.fence_wait, clock, observer));
+    let options = Options {
+        limits: Limits {
+            max_manifest_bytes: config.limits.max_manifest_bytes,
+            max_blob_bytes: match config.limits.max_blob_bytes {
+                0 => u64::MAX,
+                n => n,
+            },
+        },
+        link_foreign_blobs: config.auth.mode == registry_http::auth::Mode::None,
+        activity_retention: config.activity_retention,
+    };
+    let registry = Arc::new(Registry::new(index, fs.clone(), node, options));
+    Ok(Store { registry, fs })
+}
+
+impl Store {
+    /// Repairs what a crash can leave behind before the first request.
+    pub async fn recover(&self) -> anyhow::Result<()> {
+        let mut r: Recovery = self.registry.recover().await?;
+        self.registry.recover_legacy_trash(&self.fs, &mut r).await?;
+        if r != Recovery::default() {
+            tracing::warn!(
+                sessions_dropped = r.sessions_dropped,
+                files_removed = r.files_removed,
+                blobs_restored = r.blobs_restored,
+                trash_emptied = r.trash_emptied,
+                "recovered state left by an unclean stop"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Loads the configuration and opens a stopped store (for `gc --offline`
+/// and `check`), after the same start-up recovery a server runs.
+pub async fn open_stopped_store(args: &StoreArgs) -> anyhow::Result<(Config, Store)> {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
+    crate::init_logging(config.log_format);
+    let store = open_store(&config, Clock::system(), Arc::new(NoObserver)).with_context(|| {
+        format!(
+            "opening the store in {} (is a server still running on it?)",
+            config.data_dir.display()
+        )
+    })?;
+    store.recover().await?;
+    Ok((config, store))
+}
