@@ -67,10 +67,17 @@ struct Upload {
     upload_id: String,
 }
 
+/// object_store is built without a TLS provider of its own: ring, the
+/// workspace's, serves every rustls client in the process.
+fn ring_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Garage {
     /// An `object_store` S3 client for `bucket` through node `node`, with
     /// the key, path-style requests and plain HTTP allowed.
     pub fn store(&self, node: usize, bucket: &str) -> AmazonS3 {
+        ring_provider();
         AmazonS3Builder::new()
             .with_endpoint(self.endpoint(node))
             .with_region(REGION)
@@ -158,6 +165,7 @@ impl Garage {
         AwsAuthorizer::new(&credential, "s3", REGION)
             .try_authorize(&mut request, None)
             .expect("sign S3 request");
+        ring_provider();
         let client = ReqwestConnector::default()
             .connect(&ClientOptions::new().with_allow_http(true))
             .expect("HTTP client");
