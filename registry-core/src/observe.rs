@@ -14,6 +14,14 @@ pub trait Observer: Send + Sync + 'static {
 
     /// A write met the closed fence; `refused` if it gave up waiting.
     fn write_fenced(&self, _refused: bool) {}
+
+    /// One request to an object store: its kind (`get`, `put`, `head`,
+    /// `delete`, `list`, `copy`, `part`, ...), its outcome (`ok`,
+    /// `not_found`, `error`, ...) and how long it took.
+    fn store_request(&self, _kind: &'static str, _outcome: &'static str, _took: Duration) {}
+
+    /// A request to an object store is tried again after a failure.
+    fn store_retry(&self, _kind: &'static str) {}
 }
 
 /// Reports nowhere (tests, offline commands).

@@ -30,6 +30,9 @@ pub struct ApiOptions {
     /// Mount a blob when `?mount=` comes without `from` and the blob is
     /// stored anywhere in the registry.
     pub automatic_mount: bool,
+    /// Answer blob GETs with a redirect to the blob store's own URL, where
+    /// it has one (an object store's presigned URL).
+    pub blob_redirect: bool,
 }
 
 pub struct Api {
@@ -365,6 +368,15 @@ impl Api {
         head: bool,
     ) -> ApiResult {
         let size = self.registry.stat_blob(repo, d).await?;
+        if !head
+            && self.options.blob_redirect
+            && let Some(url) = self.registry.blob_url(d).await?
+        {
+            return Ok(Reply::new(StatusCode::TEMPORARY_REDIRECT)
+                .header(header::LOCATION, url)
+                .header(DIGEST_HEADER, d.as_str())
+                .done());
+        }
         let reply = Reply::new(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .header(DIGEST_HEADER, d.as_str())

@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod route;
 pub mod server;
+pub mod store_metrics;
 pub mod tls;
 pub mod ui;
 

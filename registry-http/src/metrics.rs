@@ -16,6 +16,8 @@ use registry_core::observe::Observer;
 use registry_gc::collector::GcObserver;
 use registry_gc::{RunReport, RunState};
 
+use crate::store_metrics::StoreMetrics;
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
@@ -38,6 +40,7 @@ pub struct Metrics {
     gc_reclaimable_blobs: IntGauge,
     index_commit_duration: Histogram,
     index_commit_writes: Histogram,
+    store: StoreMetrics,
 }
 
 /// Latency buckets from 100 µs to 30 s.
@@ -75,6 +78,7 @@ impl Metrics {
             )
         };
         Metrics {
+            store: StoreMetrics::new(&r, latency_buckets()),
             requests: counter_vec(
                 "berth_http_requests_total",
                 "HTTP requests answered, by method, route kind and status.",
@@ -210,6 +214,14 @@ impl Observer for Metrics {
     fn write_fenced(&self, refused: bool) {
         let result = if refused { "refused" } else { "waited" };
         self.gc_fenced_writes.with_label_values(&[result]).inc();
+    }
+
+    fn store_request(&self, kind: &'static str, outcome: &'static str, took: Duration) {
+        self.store.request(kind, outcome, took);
+    }
+
+    fn store_retry(&self, kind: &'static str) {
+        self.store.retry(kind);
     }
 }
 

@@ -71,6 +71,8 @@ pub struct AppOptions {
     pub ui: bool,
     /// The UI's cookies are `Secure` (served over TLS).
     pub secure_cookies: bool,
+    /// Blob GETs redirect to the blob store's presigned URLs.
+    pub blob_redirect: bool,
 }
 
 enum Handler {
@@ -141,6 +143,7 @@ impl App {
                 registry: registry.clone(),
                 options: ApiOptions {
                     automatic_mount: options.automatic_mount,
+                    blob_redirect: options.blob_redirect,
                 },
                 auth: auth.clone(),
             },

@@ -17,6 +17,39 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where blobs live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// `s3://BUCKET[/PREFIX]` for an S3-compatible object store (endpoint
+    /// and credentials from the `AWS_*` variables); unset: the data
+    /// directory.
+    pub blob_store: Option<String>,
+    /// Answer blob GETs with a 307 to a presigned URL of the object store,
+    /// so clients download from it directly.
+    pub blob_redirect: bool,
+    /// Size of each part of a multipart upload to the object store.
+    pub part_size: u64,
+    /// Longest an object store request may take (its body included).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest an object store connection may take to open.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for Storage {
+    fn default() -> Storage {
+        Storage {
+            blob_store: None,
+            blob_redirect: false,
+            part_size: 8 << 20,
+            request_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -54,6 +87,8 @@ pub struct Config {
     /// stored anywhere in the registry.
     pub automatic_mount: bool,
     pub limits: Limits,
+    /// Where blobs live: the data directory, or an object store.
+    pub storage: Storage,
     /// Serve `/metrics` (and health) on this address instead of the API's.
     pub metrics_addr: Option<SocketAddr>,
     /// Serve the API over TLS on `addr` with these files.
@@ -80,6 +115,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             automatic_mount: true,
             limits: Limits::default(),
+            storage: Storage::default(),
             metrics_addr: None,
             tls: None,
             plain_addr: None,
@@ -110,6 +146,8 @@ pub struct Overrides {
     pub htpasswd: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub blob_store: Option<String>,
+    pub blob_redirect: Option<bool>,
 }
 
 impl Config {
@@ -170,6 +208,12 @@ impl Config {
             }
             (None, None) => {}
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        }
+        if let Some(s) = &overrides.blob_store {
+            config.storage.blob_store = Some(s.clone());
+        }
+        if let Some(b) = overrides.blob_redirect {
+            config.storage.blob_redirect = b;
         }
         if let Some(b) = overrides.gc_orphaned_referrers {
             config.gc.orphaned_referrers = b;

@@ -66,6 +66,12 @@ pub struct StoreArgs {
     /// Directory for blobs, uploads and the index (default ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Keep blobs in an S3-compatible object store, `s3://BUCKET[/PREFIX]`
+    /// (endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION; AWS_ALLOW_HTTP=true for plain
+    /// HTTP). Default: the data directory.
+    #[arg(long)]
+    pub blob_store: Option<String>,
 }
 
 #[derive(Args, Default)]
@@ -114,6 +120,9 @@ pub struct ServeArgs {
     /// Collect referrers whose subject is gone (default true).
     #[arg(long)]
     pub gc_orphaned_referrers: Option<bool>,
+    /// Answer blob GETs with a redirect to a presigned object store URL.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub blob_redirect: Option<bool>,
 }
 
 fn parse_untagged(s: &str) -> Result<UntaggedRule, String> {

@@ -34,6 +34,8 @@ fn overrides(args: ServeArgs) -> (Option<std::path::PathBuf>, Overrides) {
         htpasswd: args.htpasswd,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        blob_store: args.store.blob_store,
+        blob_redirect: args.blob_redirect,
     };
     (args.store.config, o)
 }
@@ -143,6 +145,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         automatic_mount: config.automatic_mount,
         ui: config.ui,
         secure_cookies: tls.is_some(),
+        blob_redirect: config.storage.blob_redirect,
     };
     let app = Arc::new(App::new(
         store.registry.clone(),

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use registry_core::blob::FsBlobStore;
+use registry_core::blob::{BlobStore, FsBlobStore};
 use registry_core::coord::InProcess;
 use registry_core::index::Index;
 use registry_core::observe::{NoObserver, Observer};
 use registry_core::registry::Recovery;
 use registry_core::{Clock, Limits, Options, Registry};
+use registry_s3::{Location, S3BlobStore, S3Options};
 
 use crate::StoreArgs;
 use crate::config::{Config, Overrides};
@@ -17,8 +18,31 @@ use crate::config::{Config, Overrides};
 /// The opened store.
 pub struct Store {
     pub registry: Arc<Registry>,
-    /// The filesystem blob store, which may hold an older release's trash.
-    fs: Arc<FsBlobStore>,
+    /// The filesystem blob store, if blobs live in the data directory (it
+    /// may hold an older release's trash).
+    fs: Option<Arc<FsBlobStore>>,
+}
+
+/// A blob store, and the same as a filesystem store when it is one.
+type Blobs = (Arc<dyn BlobStore>, Option<Arc<FsBlobStore>>);
+
+/// The blob store a configuration names: an object store, or the data
+/// directory.
+fn open_blobs(config: &Config, observer: Arc<dyn Observer>) -> anyhow::Result<Blobs> {
+    let Some(url) = &config.storage.blob_store else {
+        let fs = Arc::new(FsBlobStore::open(&config.data_dir)?);
+        return Ok((fs.clone(), Some(fs)));
+    };
+    let location: Location = url.parse()?;
+    let options = S3Options {
+        part_size: usize::try_from(config.storage.part_size)?,
+        request_timeout: config.storage.request_timeout,
+        connect_timeout: config.storage.connect_timeout,
+        ..S3Options::default()
+    };
+    let s3 = S3BlobStore::from_env(location, options, observer)
+        .with_context(|| format!("opening the object store {url}"))?;
+    Ok((Arc::new(s3), None))
 }
 
 /// Opens the blob directory and the index file under the data directory,
@@ -31,7 +55,7 @@ pub fn open_store(
 ) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let fs = Arc::new(FsBlobStore::open(&config.data_dir)?);
+    let (blobs, fs) = open_blobs(config, observer.clone())?;
     let index = Index::open_redb_with(
         &config.index_path(),
         usize::try_from(config.limits.index_cache_bytes).unwrap_or(usize::MAX),
@@ -50,7 +74,7 @@ pub fn open_store(
         link_foreign_blobs: config.auth.mode == registry_http::auth::Mode::None,
         activity_retention: config.activity_retention,
     };
-    let registry = Arc::new(Registry::new(index, fs.clone(), node, options));
+    let registry = Arc::new(Registry::new(index, blobs, node, options));
     Ok(Store { registry, fs })
 }
 
@@ -58,7 +82,9 @@ impl Store {
     /// Repairs what a crash can leave behind before the first request.
     pub async fn recover(&self) -> anyhow::Result<()> {
         let mut r: Recovery = self.registry.recover().await?;
-        self.registry.recover_legacy_trash(&self.fs, &mut r).await?;
+        if let Some(fs) = &self.fs {
+            self.registry.recover_legacy_trash(fs, &mut r).await?;
+        }
         if r != Recovery::default() {
             tracing::warn!(
                 sessions_dropped = r.sessions_dropped,
@@ -77,6 +103,7 @@ impl Store {
 pub async fn open_stopped_store(args: &StoreArgs) -> anyhow::Result<(Config, Store)> {
     let overrides = Overrides {
         data_dir: args.data_dir.clone(),
+        blob_store: args.blob_store.clone(),
         ..Overrides::default()
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;

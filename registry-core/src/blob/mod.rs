@@ -111,4 +111,78 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// `Err` with the reason while the store cannot take writes.
     async fn ready(&self) -> std::result::Result<(), String>;
+
+    /// Receives a whole blob whose digest is known (a monolithic push) and
+    /// checks it, without making it visible yet: the caller publishes it
+    /// behind the fence. By default an upload under `id`, committed on
+    /// publish; stores with a cheaper way (one request for a small object)
+    /// override it.
+    async fn stage(
+        &self,
+        id: &str,
+        digest: &Digest,
+        body: ByteStream,
+        limit: u64,
+    ) -> Result<Staged> {
+        let hasher = Hasher::new(digest.algorithm());
+        match self.append(id, 0, hasher, &[], body, limit).await {
+            Ok(appended) => Ok(Staged::Upload {
+                id: id.to_owned(),
+                appended: Box::new(appended),
+            }),
+            Err(e) => {
+                let _ = self.delete_upload(id, &[]).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a staged blob visible at its content address (inside the
+    /// fence); returns its size.
+    async fn publish(&self, staged: Staged, digest: &Digest) -> Result<u64> {
+        match staged {
+            Staged::Upload { id, appended } => {
+                let Appended {
+                    offset: size,
+                    hasher,
+                    state,
+                } = *appended;
+                let committed = self.commit_upload(&id, size, hasher, &state, digest).await;
+                if committed.is_err() {
+                    let _ = self.delete_upload(&id, &state).await;
+                }
+                committed.map(|()| size)
+            }
+            Staged::Held { .. } => Err(crate::Error::Bug(
+                "this store does not hold staged blobs".into(),
+            )),
+        }
+    }
+
+    /// Drops a staged blob that will not be published.
+    async fn discard(&self, staged: Staged, _digest: &Digest) -> Result<()> {
+        match staged {
+            Staged::Upload { id, appended } => self.delete_upload(&id, &appended.state).await,
+            Staged::Held { .. } => Ok(()),
+        }
+    }
+
+    /// A URL the client may download the blob from directly (an object
+    /// store's presigned URL), if the store offers one.
+    async fn redirect(&self, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+/// A blob received and checked, not yet visible: see [`BlobStore::stage`].
+pub enum Staged {
+    /// In an upload area, like any upload.
+    Upload { id: String, appended: Box<Appended> },
+    /// Whole in memory (small), or in a store-side multipart upload that
+    /// only completing makes visible (`state`, the store's own record).
+    Held {
+        size: u64,
+        body: Option<Bytes>,
+        state: Vec<u8>,
+    },
 }

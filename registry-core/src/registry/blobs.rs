@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use super::Registry;
 use crate::blob::ByteStream;
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::index::commit_blob;
 use crate::model::{log, refs};
@@ -31,6 +31,12 @@ impl Registry {
             Some(size) => Ok(size),
             None => Err(Error::BlobUnknown(digest.clone())),
         }
+    }
+
+    /// A URL the client may fetch a blob from directly (a presigned object
+    /// store URL), for a blob previously sized with [`Registry::stat_blob`].
+    pub async fn blob_url(&self, digest: &Digest) -> Result<Option<String>> {
+        self.blobs.redirect(digest).await
     }
 
     /// Streams `range` of a blob previously sized with [`Registry::stat_blob`].
@@ -89,16 +95,22 @@ impl Registry {
     ) -> Result<u64> {
         let id = new_upload_id();
         let limit = self.options.limits.max_blob_bytes;
-        let hasher = Hasher::new(digest.algorithm());
-        let result = async {
-            let got = self.blobs.append(&id, 0, hasher, &[], body, limit).await?;
-            self.store_blob(repo, &id, got, digest, None).await
-        }
-        .await;
-        if result.is_err() {
-            let _ = self.blobs.delete_upload(&id, &[]).await;
-        }
-        result
+        let staged = self.blobs.stage(&id, digest, body, limit).await?;
+        let pass = match self.node.pass().await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.blobs.discard(staged, digest).await;
+                return Err(e);
+            }
+        };
+        let size = self.blobs.publish(staged, digest).await?;
+        let (r, d) = (repo.to_string(), digest.to_string());
+        self.index
+            .db()
+            .write(move |tx| commit_blob(tx, &r, &d, size, None))
+            .await?;
+        drop(pass);
+        Ok(size)
     }
 
     /// Puts an upload's bytes at their content address and records the

@@ -175,6 +175,21 @@ impl Registry {
     ) -> Result<u64> {
         let _lock = self.node.lock_upload(id).await?;
         let (session, held) = self.session(repo, id).await?;
+        let body = match (held, body, range) {
+            // The whole blob in the closing request: a monolithic push.
+            (Held::Empty, Some(body), None) => {
+                let stored = self.put_blob(repo, digest, body).await;
+                // Stored, or not the digest named: the session ends.
+                if matches!(
+                    stored,
+                    Ok(_) | Err(Error::DigestMismatch { .. } | Error::UploadInvalid(_))
+                ) {
+                    self.node.take_empty_upload(id).await?;
+                }
+                return stored;
+            }
+            (_, body, _) => body,
+        };
         let got = match body {
             Some(body) => self.append_locked(id, &session, range, body).await?,
             None => Appended {

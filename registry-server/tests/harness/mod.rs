@@ -25,6 +25,21 @@ pub struct Server {
     pub root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
+    /// Environment of the server process (the object store's, if any).
+    env: Vec<(String, String)>,
+    /// The object store holding the blobs, when not the data directory.
+    pub garage: Option<std::sync::Arc<testbed::Garage>>,
+    /// The key prefix of the blobs in the bucket.
+    pub prefix: Option<String>,
+}
+
+/// Where a test server keeps its blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blobs {
+    /// The data directory.
+    Fs,
+    /// A bucket in a Garage node started for the test.
+    S3,
 }
 
 impl Server {
@@ -42,12 +57,44 @@ impl Server {
     /// `tmp/data`), with extra `serve` arguments.
     pub fn start_in(tmp: tempfile::TempDir, args: &[&str]) -> Server {
         let root = tmp.path().to_path_buf();
-        let mut s = Server::spawn(root, args.iter().map(|a| a.to_string()).collect());
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut s = Server::spawn(root, args, Vec::new());
         s._tmp = Some(tmp);
         s
     }
 
-    fn spawn(root: PathBuf, args: Vec<String>) -> Server {
+    /// A server on a fresh store with its blobs where `blobs` says.
+    pub fn start_on(blobs: Blobs, args: &[&str]) -> Server {
+        match blobs {
+            Blobs::Fs => Server::start_with(args),
+            Blobs::S3 => Server::start_s3(std::sync::Arc::new(testbed::Garage::single()), args),
+        }
+    }
+
+    /// A server on a fresh store whose blobs live in `garage`'s bucket,
+    /// under a prefix of their own.
+    pub fn start_s3(garage: std::sync::Arc<testbed::Garage>, args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let root = tmp.path().to_path_buf();
+        let prefix = format!("berth-{}", hex(&random_bytes(4)));
+        let mut all: Vec<String> = vec![
+            "--blob-store".into(),
+            format!("s3://{}/{prefix}", garage.bucket()),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let env = garage
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let mut s = Server::spawn(root, all, env);
+        s._tmp = Some(tmp);
+        s.garage = Some(garage);
+        s.prefix = Some(prefix);
+        s
+    }
+
+    fn spawn(root: PathBuf, args: Vec<String>, env: Vec<(String, String)>) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -60,6 +107,7 @@ impl Server {
             .arg("--data-dir")
             .arg(root.join("data"))
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -102,6 +150,9 @@ impl Server {
             root,
             _tmp: None,
             args,
+            env,
+            garage: None,
+            prefix: None,
         }
     }
 
@@ -109,14 +160,34 @@ impl Server {
         self.root.join("data")
     }
 
+    /// The digests of every blob in the blob store (files, or objects).
+    pub async fn stored_blobs(&self) -> std::collections::BTreeSet<String> {
+        let Some(garage) = &self.garage else {
+            return walk_blobs(&self.data_dir().join("blobs"));
+        };
+        let prefix = format!("{}/blobs/", self.prefix.as_deref().unwrap_or(""));
+        garage
+            .list_keys(garage.bucket())
+            .await
+            .into_iter()
+            .filter_map(|k| {
+                let (algorithm, hex) = k.strip_prefix(&prefix)?.split_once('/')?;
+                Some(format!("{algorithm}:{hex}"))
+            })
+            .collect()
+    }
+
     /// Runs `registry check` (with `extra` arguments) on this server's
     /// data directory, which must be stopped; returns the exit code and
     /// the output.
     pub fn check(&self, extra: &[&str]) -> (i32, String) {
+        let blob_store = self.args.iter().position(|a| a == "--blob-store");
         let out = Command::new(env!("CARGO_BIN_EXE_registry"))
             .arg("check")
             .arg("--data-dir")
             .arg(self.data_dir())
+            .args(blob_store.map(|i| &self.args[i..i + 2]).unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(extra)
             .env("RUST_LOG", "warn")
             .output()
@@ -156,7 +227,7 @@ impl Server {
     /// Starts the binary again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill();
-        let fresh = Server::spawn(self.root.clone(), self.args.clone());
+        let fresh = Server::spawn(self.root.clone(), self.args.clone(), self.env.clone());
         self.url = fresh.url.clone();
         self.metrics_url = fresh.metrics_url.clone();
         self.plain_url = fresh.plain_url.clone();
@@ -461,4 +532,26 @@ pub fn have(program: &str) -> bool {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// The digests of the blob files under a filesystem store's `blobs/`.
+pub fn walk_blobs(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for algorithm in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = algorithm.file_name().to_string_lossy().into_owned();
+        for prefix in std::fs::read_dir(algorithm.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in std::fs::read_dir(prefix.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                out.insert(format!("{name}:{}", file.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
 }

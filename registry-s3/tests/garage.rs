@@ -1,0 +1,60 @@
+//! The S3 blob store against a real Garage node.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use registry_core::blob::{BlobStore, ByteStream};
+use registry_core::observe::NoObserver;
+use registry_core::{Digest, Hasher};
+use registry_s3::{Location, S3BlobStore, S3Options};
+
+fn store(garage: &testbed::Garage, prefix: &str) -> S3BlobStore {
+    let mut b = object_store::aws::AmazonS3Builder::new();
+    for (k, v) in garage.env() {
+        b = b.with_config(k.to_ascii_lowercase().parse().unwrap(), v);
+    }
+    let at: Location = format!("s3://{}/{prefix}", garage.bucket())
+        .parse()
+        .unwrap();
+    S3BlobStore::open(b, at, S3Options::default(), Arc::new(NoObserver)).unwrap()
+}
+
+fn body(b: &[u8]) -> ByteStream {
+    futures::stream::iter([Ok(Bytes::copy_from_slice(b))]).boxed()
+}
+
+#[tokio::test]
+async fn small_upload_round_trip() {
+    let garage = tokio::task::spawn_blocking(testbed::Garage::single)
+        .await
+        .unwrap();
+    let s = store(&garage, "t1");
+    s.ready().await.unwrap();
+    let a = s
+        .append(
+            "u1",
+            0,
+            Hasher::new(registry_core::Algorithm::Sha256),
+            &[],
+            body(b"hello "),
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+    let a = s
+        .append("u1", a.offset, a.hasher, &a.state, body(b"world"), u64::MAX)
+        .await
+        .unwrap();
+    let d = Digest::sha256_of(b"hello world");
+    s.commit_upload("u1", a.offset, a.hasher, &a.state, &d)
+        .await
+        .unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(11));
+    let mut got = Vec::new();
+    let mut r = s.read(&d, 0..11).await.unwrap();
+    while let Some(c) = r.next().await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert_eq!(got, b"hello world");
+}
