@@ -114,16 +114,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use registry_core::db::Db;
 use registry_core::index::{Collected, Index, Page, Referrer, Totals};
 use registry_core::manifest::{self, Kind, OCI_INDEX, OCI_MANIFEST, ParsedManifest};
 use registry_core::{Algorithm, Digest, Error, Reference, RepoName, Tag};
+use registry_core::{Clock, model};
+use registry_pg::{PgBackend, PgOptions};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 // ---- the universe ----
 
@@ -1498,8 +1502,57 @@ fn outcome<T>(u: &Universe, result: Result<T, Error>, ok: impl FnOnce(T) -> Outc
     }
 }
 
-fn open(path: &Path) -> Result<Index, String> {
-    Index::open_redb(path).map_err(|e| format!("opening the index failed: {e:?}"))
+/// Where a case's index lives.
+#[derive(Clone)]
+enum Store {
+    Redb(PathBuf),
+    Postgres(String),
+}
+
+/// The back ends the tests run against.
+#[derive(Clone, Copy)]
+enum Backend<'a> {
+    Redb,
+    Postgres(&'a testbed::Postgres),
+}
+
+async fn open(store: &Store) -> Result<Index, String> {
+    let opened = match store {
+        Store::Redb(path) => Index::open_redb(path),
+        Store::Postgres(url) => {
+            let clock = Clock::system();
+            let options = PgOptions::default();
+            PgBackend::connect(url, model::TABLES, clock.clone(), options)
+                .await
+                .map(|b| Index::new(Db::new(Arc::new(b), clock)))
+        }
+    };
+    opened.map_err(|e| format!("opening the index failed: {e:?}"))
+}
+
+/// A fresh, empty index on `backend` (and the directory holding it).
+fn fresh(backend: Backend<'_>) -> Result<(Store, Option<tempfile::TempDir>), String> {
+    match backend {
+        Backend::Redb => {
+            let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
+            let path = dir.path().join("index.redb");
+            Ok((Store::Redb(path), Some(dir)))
+        }
+        Backend::Postgres(pg) => {
+            static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let url = pg.create_database(&format!("model_{}_{n}", std::process::id()));
+            Ok((Store::Postgres(url), None))
+        }
+    }
+}
+
+/// Runs `test` against the embedded index and against a PostgreSQL
+/// started for it.
+fn on_every_backend(test: impl Fn(Backend<'_>)) {
+    test(Backend::Redb);
+    let pg = testbed::Postgres::start();
+    test(Backend::Postgres(&pg));
 }
 
 /// The clock values a report carried: (blob, `since_ms`, `seen_ms`) of
@@ -2165,7 +2218,7 @@ impl fmt::Debug for Plan {
 /// One case in progress: the real index, the model, and what happened.
 struct Runner<'u> {
     u: &'u Universe,
-    path: PathBuf,
+    store: Store,
     /// `None` only while it is being reopened.
     index: Option<Index>,
     model: Model,
@@ -2195,7 +2248,7 @@ impl Runner<'_> {
         let seen_before = self.model.seen.clone();
         let start = now_ms();
         let (real, freed_clocks) = if let Op::Reopen = op {
-            self.reopen()?;
+            self.reopen().await?;
             (Outcome::Ok, Vec::new())
         } else {
             let next_upload = upload_id(self.model.created_uploads);
@@ -2307,9 +2360,11 @@ impl Runner<'_> {
     }
 
     /// Drops the index (its writer stops) and opens it again from its file.
-    fn reopen(&mut self) -> Result<(), String> {
-        self.index = None;
-        self.index = Some(open(&self.path)?);
+    async fn reopen(&mut self) -> Result<(), String> {
+        if let Some(index) = self.index.take() {
+            index.close();
+        }
+        self.index = Some(open(&self.store).await?);
         Ok(())
     }
 
@@ -2401,14 +2456,17 @@ impl Runner<'_> {
 
 /// Runs one case (and, with `collect`, a full collection after it); on
 /// success, the answers the index gave, step by step.
-async fn run_case(case: &Case, collect: bool) -> Result<Vec<Outcome>, String> {
+async fn run_case(
+    case: &Case,
+    collect: bool,
+    backend: Backend<'_>,
+) -> Result<Vec<Outcome>, String> {
     let u = Universe::build(&case.images, &case.indexes);
-    let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
-    let path = dir.path().join("index.redb");
-    let index = Some(open(&path)?);
+    let (store, _dir) = fresh(backend)?;
+    let index = Some(open(&store).await?);
     let mut runner = Runner {
         u: &u,
-        path,
+        store,
         index,
         model: Model::default(),
         trace: Vec::new(),
@@ -2422,17 +2480,21 @@ async fn run_case(case: &Case, collect: bool) -> Result<Vec<Outcome>, String> {
     if collect {
         runner.collect_everything().await?;
     }
-    runner.reopen()?;
+    runner.reopen().await?;
     runner.check("after reopening at the end").await?;
     Ok(runner.answers)
 }
 
-fn run(case: &Case, collect: bool) -> Result<Vec<Outcome>, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
-        .expect("a tokio runtime");
-    runtime.block_on(run_case(case, collect))
+        .expect("a tokio runtime")
+}
+
+fn run(case: &Case, collect: bool, backend: Backend<'_>) -> Result<Vec<Outcome>, String> {
+    runtime().block_on(run_case(case, collect, backend))
 }
 
 // ---- strategies ----
@@ -2637,15 +2699,44 @@ proptest! {
     /// Random operation sequences: the index answers and counts as the model does.
     #[test]
     fn redb_index_matches_refcount_model(plan in plan(step())) {
-        run(&plan.resolve(), false).map_err(TestCaseError::fail)?;
+        run(&plan.resolve(), false, Backend::Redb).map_err(TestCaseError::fail)?;
     }
 
     /// The same with the garbage-collection operations interleaved, and a
     /// full collection at the end.
     #[test]
     fn redb_index_matches_gc_model(plan in plan(gc_step())) {
-        run(&plan.resolve(), true).map_err(TestCaseError::fail)?;
+        run(&plan.resolve(), true, Backend::Redb).map_err(TestCaseError::fail)?;
     }
+}
+
+/// The same random sequences against the PostgreSQL index: a quarter of
+/// the cases by default (each operation is a few round trips to a server
+/// instead of a call into a file); `PROPTEST_CASES` sets them exactly.
+fn postgres_matches(step: impl Strategy<Value = Step> + 'static, collect: bool) {
+    let pg = testbed::Postgres::start();
+    let mut config = config();
+    if std::env::var("PROPTEST_CASES").is_err() {
+        config.cases /= 4;
+    }
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let outcome = runner.run(&plan(step), |plan| {
+        run(&plan.resolve(), collect, Backend::Postgres(&pg)).map_err(TestCaseError::fail)?;
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn postgres_index_matches_refcount_model() {
+    postgres_matches(step(), false);
+}
+
+#[test]
+fn postgres_index_matches_gc_model() {
+    postgres_matches(gc_step(), true);
 }
 
 // ---- a fixed sequence through every refusal ----
@@ -2755,13 +2846,15 @@ fn every_refusal_matches_refcount_model() {
         indexes,
         ops: steps.iter().map(|(op, _)| op.clone()).collect(),
     };
-    let answers = match run(&case, false) {
-        Result::Ok(answers) => answers,
-        Err(e) => panic!("{e}\n{case:?}"),
-    };
-    for ((op, expected), answer) in steps.iter().zip(&answers) {
-        assert_eq!(answer, expected, "{op:?}");
-    }
+    on_every_backend(|backend| {
+        let answers = match run(&case, false, backend) {
+            Result::Ok(answers) => answers,
+            Err(e) => panic!("{e}\n{case:?}"),
+        };
+        for ((op, expected), answer) in steps.iter().zip(&answers) {
+            assert_eq!(answer, expected, "{op:?}");
+        }
+    });
 }
 
 // ---- upload ids used twice ----
@@ -2795,33 +2888,31 @@ fn reused_upload_id_keeps_counts_consistent() {
         assert_eq!(totals.repositories, existing, "{when}: totals.repositories");
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let index = open(&dir.path().join("index.redb")).expect("the index opens");
-        let repos: Vec<RepoName> = REPOS[..2].iter().map(|r| r.parse().unwrap()).collect();
-        index
-            .create_upload("reused", &repos[0], 0, Vec::new())
-            .await
-            .expect("first create_upload");
-        let second = index
-            .create_upload("reused", &repos[1], 0, Vec::new())
+    on_every_backend(|backend| {
+        runtime().block_on(async {
+            let (store, _dir) = fresh(backend).expect("a fresh index");
+            let index = open(&store).await.expect("the index opens");
+            let repos: Vec<RepoName> = REPOS[..2].iter().map(|r| r.parse().unwrap()).collect();
+            index
+                .create_upload("reused", &repos[0], 0, Vec::new())
+                .await
+                .expect("first create_upload");
+            let second = index
+                .create_upload("reused", &repos[1], 0, Vec::new())
+                .await;
+            consistent(
+                &index,
+                &repos,
+                &format!("after a second create_upload ({second:?})"),
+            )
             .await;
-        consistent(
-            &index,
-            &repos,
-            &format!("after a second create_upload ({second:?})"),
-        )
-        .await;
-        index
-            .delete_upload("reused")
-            .await
-            .expect("the session is there to delete");
-        consistent(&index, &repos, "after delete_upload").await;
-        assert_eq!(index.totals().await.expect("totals"), Totals::default());
+            index
+                .delete_upload("reused")
+                .await
+                .expect("the session is there to delete");
+            consistent(&index, &repos, "after delete_upload").await;
+            assert_eq!(index.totals().await.expect("totals"), Totals::default());
+        })
     });
 }
 
@@ -3070,22 +3161,24 @@ fn every_gc_rule_matches_refcount_model() {
         indexes,
         ops: steps.iter().map(|(op, _)| op.clone()).collect(),
     };
-    let answers = match run(&case, true) {
-        Result::Ok(answers) => answers,
-        Err(e) => panic!("{e}\n{case:?}"),
-    };
-    for ((op, expected), answer) in steps.iter().zip(&answers) {
-        assert_eq!(answer, expected, "{op:?}");
-    }
-    // The full collection: img0 (dangling since idx0 went), then every
-    // unreferenced blob; img2 (now orphaned) and its b3 stay.
-    assert_eq!(
-        answers[steps.len()..],
-        [
-            collected(&[(app, img0)], &[0, 1]),
-            Removed(blobs(&[0, 1, 2, 5])),
-        ]
-    );
+    on_every_backend(|backend| {
+        let answers = match run(&case, true, backend) {
+            Result::Ok(answers) => answers,
+            Err(e) => panic!("{e}\n{case:?}"),
+        };
+        for ((op, expected), answer) in steps.iter().zip(&answers) {
+            assert_eq!(answer, expected, "{op:?}");
+        }
+        // The full collection: img0 (dangling since idx0 went), then every
+        // unreferenced blob; img2 (now orphaned) and its b3 stay.
+        assert_eq!(
+            answers[steps.len()..],
+            [
+                collected(&[(app, img0)], &[0, 1]),
+                Removed(blobs(&[0, 1, 2, 5])),
+            ]
+        );
+    });
 }
 
 // ---- reports of concurrent writes ----
@@ -3108,13 +3201,10 @@ fn a_collection_reports_only_what_it_freed() {
         sha512: false,
     };
     let u = Universe::build(&[image(0), image(1)], &[]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let index = open(&dir.path().join("index.redb")).expect("the index opens");
+    on_every_backend(|backend| {
+        runtime().block_on(async {
+        let (store, _dir) = fresh(backend).expect("a fresh index");
+        let index = open(&store).await.expect("the index opens");
         let (app, web) = (&u.repos[0], &u.repos[1]);
         let (img0, img1) = (&u.manifests[0], &u.manifests[1]);
         async fn put(index: &Index, repo: &RepoName, m: &Manifest) -> Result<(), Error> {
@@ -3170,5 +3260,6 @@ fn a_collection_reports_only_what_it_freed() {
             2 * ATTEMPTS,
             wrong.join("\n")
         );
+    })
     });
 }

@@ -86,6 +86,8 @@ pub enum Outcome {
     Excluded,
     /// The transaction failed.
     Failed(String),
+    /// The back end cannot be reached now (a lost connection); retryable.
+    Unavailable(String),
 }
 
 /// Context of one run of a job: the transaction's time and counter shard.
@@ -481,6 +483,7 @@ impl Db {
             let answer = slot.lock().expect("job slot").take();
             let answer = match (outcome, answer) {
                 (Outcome::Failed(why), _) => Err(Error::Storage(why)),
+                (Outcome::Unavailable(why), _) => Err(Error::Unavailable(why)),
                 (_, Some(a)) => a,
                 (_, None) => Err(Error::Storage("the transaction did not run".into())),
             };

@@ -26,6 +26,14 @@ impl<'a> Overlay<'a> {
         }
     }
 
+    /// The changes made, to apply to the base: (table, key, new value or
+    /// `None` for deleted), in key order.
+    pub fn changes(&self) -> impl Iterator<Item = (&'static str, &[u8], Option<&[u8]>)> {
+        self.changes
+            .iter()
+            .map(|((t, k), v)| (*t, k.as_slice(), v.as_deref()))
+    }
+
     /// The changes within `(from, to)` of `table`, in scan order.
     fn changed(
         &self,

@@ -1,0 +1,491 @@
+//! The back end: a connection pool, snapshots, and transaction jobs.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use registry_core::db::overlay::Overlay;
+use registry_core::db::{Backend, Job, JobCtx, JobEnd, Outcome, Pair, ReadOps, Snapshot, WriteOps};
+use registry_core::{Clock, Error, Result};
+use tokio::runtime::Handle;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use crate::sql;
+
+/// How the back end uses the database.
+#[derive(Debug, Clone, Copy)]
+pub struct PgOptions {
+    /// Connections in the pool.
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    /// Longest a request waits for a free connection.
+    pub wait_timeout: Duration,
+    /// Tries of a transaction that meets serialization failures.
+    pub attempts: u32,
+    /// Rows each running total is spread over.
+    pub shards: u8,
+}
+
+impl Default for PgOptions {
+    fn default() -> PgOptions {
+        PgOptions {
+            pool_size: 32,
+            connect_timeout: Duration::from_secs(5),
+            wait_timeout: Duration::from_secs(10),
+            attempts: 20,
+            shards: 16,
+        }
+    }
+}
+
+pub struct PgBackend {
+    pool: Pool,
+    handle: Handle,
+    clock: Clock,
+    options: PgOptions,
+    /// Why the last transaction could not reach the database, until one does.
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+/// What went wrong with a statement.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    None,
+    /// A serialization failure or deadlock: run the transaction again.
+    Conflict,
+    /// The connection or the database is gone.
+    Unreachable,
+}
+
+fn classify(e: &tokio_postgres::Error) -> Trouble {
+    match e.code() {
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => Trouble::Conflict,
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => Trouble::Conflict,
+        Some(_) => Trouble::None,
+        None => Trouble::Unreachable,
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("the index database cannot be reached: {e}"))
+}
+
+impl PgBackend {
+    /// Connects to `url`, migrating the schema (with `tables`) to this
+    /// build's version.
+    pub async fn connect(
+        url: &str,
+        tables: &[&'static str],
+        clock: Clock,
+        options: PgOptions,
+    ) -> Result<PgBackend> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::Unsupported(format!("index URL {url:?}: {e}")))?;
+        config.connect_timeout(options.connect_timeout);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.wait_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| Error::Unsupported(format!("index pool: {e}")))?;
+        migrate(&pool, tables).await?;
+        Ok(PgBackend {
+            pool,
+            handle: Handle::current(),
+            clock,
+            options,
+            failure: Arc::default(),
+        })
+    }
+
+    fn client(&self) -> Result<Object> {
+        let got = self.handle.block_on(self.pool.get());
+        let client = got.map_err(unavailable);
+        self.note(client.as_ref().err().map(|e| e.to_string()));
+        client
+    }
+
+    fn note(&self, failure: Option<String>) {
+        *self.failure.lock().expect("failure") = failure;
+    }
+
+    /// One try of a job: `None` when it met a serialization conflict.
+    fn try_once(&self, job: &mut Job) -> Option<Outcome> {
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return Some(Outcome::Unavailable(e.to_string())),
+        };
+        let conn = Conn::new(&client, &self.handle);
+        if let Err(e) = conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE") {
+            return Some(Outcome::Unavailable(e.to_string()));
+        }
+        let ctx = JobCtx {
+            now_ms: self.clock.now_ms(),
+            shard: rand::random_range(0..self.options.shards.max(1)),
+        };
+        let mut w = PgWrite {
+            overlay: Overlay::new(&conn),
+            conn: &conn,
+        };
+        let end = (job.run)(&mut w, ctx);
+        let changes = collect_changes(&w.overlay);
+        drop(w);
+        match (conn.trouble.get(), end) {
+            (Trouble::Conflict, _) => conn.rollback_then(None),
+            (Trouble::Unreachable, _) => conn.rollback_then(Some(Outcome::Unavailable(
+                "the index database went away".into(),
+            ))),
+            (_, JobEnd::Poisoned) => conn.rollback_then(Some(Outcome::Excluded)),
+            (_, JobEnd::Fatal(why)) => conn.rollback_then(Some(Outcome::Failed(why))),
+            (_, JobEnd::Done | JobEnd::Refused) => conn.commit(&changes),
+        }
+    }
+}
+
+/// The overlay's changes, grouped by table: (upserted keys, values), and
+/// deleted keys.
+type Changes = BTreeMap<&'static str, (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>)>;
+
+fn collect_changes(overlay: &Overlay<'_>) -> Changes {
+    let mut out: Changes = BTreeMap::new();
+    for (table, key, value) in overlay.changes() {
+        let entry = out.entry(table).or_default();
+        match value {
+            Some(v) => {
+                entry.0.push(key.to_vec());
+                entry.1.push(v.to_vec());
+            }
+            None => entry.2.push(key.to_vec()),
+        }
+    }
+    out
+}
+
+/// Brings the schema to [`sql::LATEST`], one node at a time.
+async fn migrate(pool: &Pool, tables: &[&'static str]) -> Result<()> {
+    let mut client = pool.get().await.map_err(unavailable)?;
+    let db = |e: tokio_postgres::Error| Error::Storage(format!("index schema: {e}"));
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&sql::MIGRATION_LOCK])
+        .await
+        .map_err(db)?;
+    let result = async {
+        client.batch_execute(sql::VERSIONS).await.map_err(db)?;
+        let row = client
+            .query_one("SELECT coalesce(max(version), 0) FROM berth_schema", &[])
+            .await
+            .map_err(db)?;
+        let current: i32 = row.get(0);
+        if current > sql::LATEST {
+            return Err(Error::Storage(format!(
+                "the index database has schema version {current}, newer than this build \
+                 understands ({}): upgrade Berth",
+                sql::LATEST
+            )));
+        }
+        for version in current + 1..=sql::LATEST {
+            let tx = client.transaction().await.map_err(db)?;
+            for statement in sql::migration(version, tables) {
+                tx.batch_execute(&statement).await.map_err(db)?;
+            }
+            tx.execute(
+                "INSERT INTO berth_schema (version) VALUES ($1)",
+                &[&version],
+            )
+            .await
+            .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            tracing::info!(version, "index database schema migrated");
+        }
+        Ok(())
+    }
+    .await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&sql::MIGRATION_LOCK])
+        .await;
+    result
+}
+
+impl Backend for PgBackend {
+    fn snapshot(&self) -> Result<Snapshot> {
+        let client = self.client()?;
+        Conn::new(&client, &self.handle)
+            .execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        Ok(Box::new(PgSnapshot {
+            client: Some(client),
+            handle: self.handle.clone(),
+        }))
+    }
+
+    fn reads_block(&self) -> bool {
+        true
+    }
+
+    fn submit(&self, mut job: Job) {
+        let this = PgJobRunner {
+            backend: self.clone_parts(),
+        };
+        self.handle.spawn_blocking(move || {
+            let mut pause = Duration::from_millis(2);
+            for attempt in 1..=this.backend.options.attempts {
+                if let Some(outcome) = this.backend.try_once(&mut job) {
+                    (job.finish)(outcome);
+                    return;
+                }
+                tracing::debug!(attempt, "index transaction conflicted; trying again");
+                let jitter = rand::random_range(0.5..1.5);
+                std::thread::sleep(pause.mul_f64(jitter));
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            (job.finish)(Outcome::Unavailable(
+                "the index is too busy with conflicting writes; retry".into(),
+            ));
+        });
+    }
+
+    fn health(&self) -> std::result::Result<(), String> {
+        if self.pool.is_closed() {
+            return Err("the index is closed".into());
+        }
+        match &*self.failure.lock().expect("failure") {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn close(&self) {
+        self.pool.close();
+    }
+}
+
+/// What a job on a blocking thread needs of the back end.
+struct PgJobRunner {
+    backend: PgBackend,
+}
+
+impl PgBackend {
+    fn clone_parts(&self) -> PgBackend {
+        PgBackend {
+            pool: self.pool.clone(),
+            handle: self.handle.clone(),
+            clock: self.clock.clone(),
+            options: self.options,
+            failure: self.failure.clone(),
+        }
+    }
+}
+
+/// Statements on one connection, from a blocking thread; remembers the
+/// worst trouble met.
+struct Conn<'c> {
+    client: &'c Object,
+    handle: &'c Handle,
+    trouble: Cell<Trouble>,
+}
+
+impl<'c> Conn<'c> {
+    fn new(client: &'c Object, handle: &'c Handle) -> Conn<'c> {
+        Conn {
+            client,
+            handle,
+            trouble: Cell::new(Trouble::None),
+        }
+    }
+
+    fn fail(&self, e: tokio_postgres::Error) -> Error {
+        let t = classify(&e);
+        if t != Trouble::None {
+            self.trouble.set(t);
+        }
+        match t {
+            Trouble::Unreachable => unavailable(e),
+            _ => Error::Storage(format!("index database: {e}")),
+        }
+    }
+
+    fn execute(&self, statement: &str) -> Result<()> {
+        self.handle
+            .block_on(self.client.batch_execute(statement))
+            .map_err(|e| self.fail(e))
+    }
+
+    fn query(
+        &self,
+        text: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        self.handle
+            .block_on(async {
+                let statement = self.client.prepare_cached(text).await?;
+                self.client.query(&statement, params).await
+            })
+            .map_err(|e| self.fail(e))
+    }
+
+    fn rollback_then(&self, outcome: Option<Outcome>) -> Option<Outcome> {
+        let _ = self.execute("ROLLBACK");
+        outcome
+    }
+
+    /// Sends the changes and commits; `None` on a serialization conflict.
+    fn commit(&self, changes: &Changes) -> Option<Outcome> {
+        let sent = changes
+            .iter()
+            .try_for_each(|(table, (keys, values, gone))| {
+                if !keys.is_empty() {
+                    self.query(&sql::upsert(table), &[keys, values])?;
+                }
+                if !gone.is_empty() {
+                    self.query(&sql::delete(table), &[gone])?;
+                }
+                Ok::<(), Error>(())
+            });
+        let committed = sent.and_then(|()| self.execute("COMMIT"));
+        match (committed, self.trouble.get()) {
+            (Ok(()), _) => Some(Outcome::Committed),
+            (Err(_), Trouble::Conflict) => self.rollback_then(None),
+            (Err(e), Trouble::Unreachable) => {
+                self.rollback_then(Some(Outcome::Unavailable(e.to_string())))
+            }
+            (Err(e), Trouble::None) => self.rollback_then(Some(Outcome::Failed(e.to_string()))),
+        }
+    }
+
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let rows = self.query(&sql::get(table), &[&key])?;
+        Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
+    }
+
+    fn scan(
+        &self,
+        table: &'static str,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>> {
+        let text = sql::scan(table, from, to, reverse);
+        let limit = limit as i64;
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        for b in [&from, &to] {
+            if let Bound::Included(k) | Bound::Excluded(k) = b {
+                params.push(k);
+            }
+        }
+        params.push(&limit);
+        let rows = self.query(&text, &params)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+impl ReadOps for Conn<'_> {
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Conn::get(self, table, key)
+    }
+
+    fn scan(
+        &self,
+        table: &'static str,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>> {
+        Conn::scan(self, table, from, to, reverse, limit)
+    }
+}
+
+/// A write transaction: reads through the overlay (which sees its own
+/// writes), writes kept in it until commit, ids from the sequences.
+struct PgWrite<'a> {
+    overlay: Overlay<'a>,
+    conn: &'a Conn<'a>,
+}
+
+impl ReadOps for PgWrite<'_> {
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.overlay.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: &'static str,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>> {
+        self.overlay.scan(table, from, to, reverse, limit)
+    }
+}
+
+impl WriteOps for PgWrite<'_> {
+    fn put(&mut self, table: &'static str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.overlay.put(table, key, value)
+    }
+
+    fn delete(&mut self, table: &'static str, key: &[u8]) -> Result<()> {
+        self.overlay.delete(table, key)
+    }
+
+    fn next_id(&mut self, table: &'static str) -> Result<u64> {
+        let rows = self.conn.query(&sql::next_id(table), &[])?;
+        let id: i64 = rows
+            .first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| Error::Storage("nextval returned nothing".into()))?;
+        Ok(id as u64)
+    }
+}
+
+/// A snapshot: a read-only transaction on a connection of its own.
+struct PgSnapshot {
+    client: Option<Object>,
+    handle: Handle,
+}
+
+impl PgSnapshot {
+    fn conn(&self) -> Conn<'_> {
+        Conn::new(self.client.as_ref().expect("open"), &self.handle)
+    }
+}
+
+impl ReadOps for PgSnapshot {
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.conn().get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: &'static str,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>> {
+        self.conn().scan(table, from, to, reverse, limit)
+    }
+}
+
+impl Drop for PgSnapshot {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Ends the snapshot before the connection goes back to the pool.
+            let _ = self.handle.block_on(client.batch_execute("COMMIT"));
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Berth's index on PostgreSQL: the table interface of `registry_core::db`
+//! over SQL, so the same rules serve several nodes sharing one database.
+//!
+//! - Each model table is a PostgreSQL table of `bytea` keys and values
+//!   ([`sql`]); the schema is versioned and migrated at start-up, under an
+//!   advisory lock, and a database newer than the build is refused.
+//! - A transaction closure runs on a blocking thread with a pooled
+//!   connection, in a `SERIALIZABLE` transaction: every rule keeps working
+//!   as it does under redb's single writer. Its reads go to the database;
+//!   its writes are kept in memory (an `Overlay`) and sent at the end in
+//!   one batch per table, so a push costs its reads plus a few statements.
+//!   A serialization failure or a deadlock runs the closure again (with
+//!   backoff), never reaching the client; a lost connection answers
+//!   `Unavailable` (503) and turns `health()` red.
+//! - Reads run in a `REPEATABLE READ READ ONLY` transaction: one consistent
+//!   snapshot for all the reads of an operation.
+//! - Counters are sharded: each transaction updates one of `shards` rows of
+//!   a running total, so pushes do not all update one row.
+
+mod backend;
+pub mod sql;
+
+pub use backend::{PgBackend, PgOptions};

@@ -1,0 +1,121 @@
+//! The schema in PostgreSQL and its versioned migrations.
+//!
+//! Every table of the model is a table `berth_<name> (k bytea PRIMARY KEY,
+//! v bytea NOT NULL)`: byte keys in byte order, exactly what the table
+//! interface asks for, and one PostgreSQL table per model table so that
+//! conflicts and locks stay within the table they concern. Each has a
+//! sequence `berth_<name>_ids` for `next_id` (numbers that never make
+//! writers conflict). Written by hand rather than with a migrations crate:
+//! the schema is generated from the model's table list, and the whole
+//! history is a handful of statements.
+
+use std::ops::Bound;
+
+/// The newest schema version this build knows.
+pub const LATEST: i32 = 1;
+
+/// A constant for `pg_advisory_lock`, so that nodes starting together
+/// migrate one after the other.
+pub const MIGRATION_LOCK: i64 = 0x6265_7274_685f_6d67;
+
+pub fn table(name: &str) -> String {
+    format!("berth_{name}")
+}
+
+pub fn sequence(name: &str) -> String {
+    format!("berth_{name}_ids")
+}
+
+/// The statements of one migration.
+pub fn migration(version: i32, tables: &[&str]) -> Vec<String> {
+    match version {
+        1 => tables
+            .iter()
+            .flat_map(|t| {
+                [
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {} (k bytea PRIMARY KEY, v bytea NOT NULL)",
+                        table(t)
+                    ),
+                    format!("CREATE SEQUENCE IF NOT EXISTS {}", sequence(t)),
+                ]
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS berth_schema (\
+     version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())";
+
+/// The text of a range scan over `t` with the given bounds (the bound
+/// values are the parameters `$1` and `$2`, in that order, as present).
+pub fn scan(t: &str, from: Bound<&[u8]>, to: Bound<&[u8]>, reverse: bool) -> String {
+    let mut conds = Vec::new();
+    let mut n = 0;
+    let mut cond = |op: &str| {
+        n += 1;
+        conds.push(format!("k {op} ${n}"));
+    };
+    match from {
+        Bound::Included(_) => cond(">="),
+        Bound::Excluded(_) => cond(">"),
+        Bound::Unbounded => {}
+    }
+    match to {
+        Bound::Included(_) => cond("<="),
+        Bound::Excluded(_) => cond("<"),
+        Bound::Unbounded => {}
+    }
+    let filter = match conds.is_empty() {
+        true => String::new(),
+        false => format!(" WHERE {}", conds.join(" AND ")),
+    };
+    format!(
+        "SELECT k, v FROM {}{filter} ORDER BY k {} LIMIT ${}",
+        table(t),
+        if reverse { "DESC" } else { "ASC" },
+        n + 1
+    )
+}
+
+pub fn get(t: &str) -> String {
+    format!("SELECT v FROM {} WHERE k = $1", table(t))
+}
+
+pub fn upsert(t: &str) -> String {
+    format!(
+        "INSERT INTO {} (k, v) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+        table(t)
+    )
+}
+
+pub fn delete(t: &str) -> String {
+    format!("DELETE FROM {} WHERE k = ANY($1::bytea[])", table(t))
+}
+
+pub fn next_id(t: &str) -> String {
+    format!("SELECT nextval('{}')", sequence(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_number_their_parameters() {
+        let s = scan("tags", Bound::Excluded(b"a"), Bound::Excluded(b"b"), false);
+        assert_eq!(
+            s,
+            "SELECT k, v FROM berth_tags WHERE k > $1 AND k < $2 ORDER BY k ASC LIMIT $3"
+        );
+        let s = scan("tags", Bound::Unbounded, Bound::Included(b"b"), true);
+        assert_eq!(
+            s,
+            "SELECT k, v FROM berth_tags WHERE k <= $1 ORDER BY k DESC LIMIT $2"
+        );
+        let s = scan("t", Bound::Unbounded, Bound::Unbounded, false);
+        assert_eq!(s, "SELECT k, v FROM berth_t ORDER BY k ASC LIMIT $1");
+    }
+}
