@@ -111,4 +111,11 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// `Err` with the reason while the store cannot take writes.
     async fn ready(&self) -> std::result::Result<(), String>;
+
+    /// The filesystem the store writes its bytes to, measured now, against
+    /// which pushes are admitted (see [`crate::space`]); `None` for a store
+    /// without one (an object store), which is the default.
+    async fn capacity(&self) -> Result<Option<crate::space::Usage>> {
+        Ok(None)
+    }
 }
