@@ -5,6 +5,7 @@
 mod check;
 mod config;
 mod gc;
+mod log_sink;
 mod serve;
 mod store;
 
@@ -114,6 +115,11 @@ pub struct ServeArgs {
     /// Collect referrers whose subject is gone (default true).
     #[arg(long)]
     pub gc_orphaned_referrers: Option<bool>,
+    /// Refuse pushes (507) that would leave less than this many bytes free
+    /// on a filesystem the store writes to (default 1 GiB, or 5% of the
+    /// filesystem if less; 0 turns the mark off).
+    #[arg(long)]
+    pub min_free_bytes: Option<u64>,
 }
 
 fn parse_untagged(s: &str) -> Result<UntaggedRule, String> {
@@ -152,10 +158,13 @@ pub struct GcArgs {
 
 pub(crate) fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A line that cannot be written is dropped and counted, never reported
+    // on the failing stderr itself (see `log_sink`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(log_sink::LogSink)
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
