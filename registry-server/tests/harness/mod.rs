@@ -25,6 +25,8 @@ pub struct Server {
     pub root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
+    /// `RUST_LOG` of the process.
+    log_level: String,
 }
 
 impl Server {
@@ -42,12 +44,18 @@ impl Server {
     /// `tmp/data`), with extra `serve` arguments.
     pub fn start_in(tmp: tempfile::TempDir, args: &[&str]) -> Server {
         let root = tmp.path().to_path_buf();
-        let mut s = Server::spawn(root, args.iter().map(|a| a.to_string()).collect());
+        let mut s = Server::spawn(root, strings(args), default_log_level());
         s._tmp = Some(tmp);
         s
     }
 
-    fn spawn(root: PathBuf, args: Vec<String>) -> Server {
+    /// A server whose data directory (`data/`) and log (`server.log`) are
+    /// under `root`, which the caller owns, logging at `log_level`.
+    pub fn start_at(root: &Path, args: &[&str], log_level: &str) -> Server {
+        Server::spawn(root.to_path_buf(), strings(args), log_level.to_owned())
+    }
+
+    fn spawn(root: PathBuf, args: Vec<String>, log_level: String) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -60,10 +68,7 @@ impl Server {
             .arg("--data-dir")
             .arg(root.join("data"))
             .args(&args)
-            .env(
-                "RUST_LOG",
-                std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", &log_level)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -102,6 +107,7 @@ impl Server {
             root,
             _tmp: None,
             args,
+            log_level,
         }
     }
 
@@ -113,22 +119,7 @@ impl Server {
     /// data directory, which must be stopped; returns the exit code and
     /// the output.
     pub fn check(&self, extra: &[&str]) -> (i32, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_registry"))
-            .arg("check")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run registry check");
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        check_store(&self.data_dir(), extra)
     }
 
     pub fn log(&self) -> String {
@@ -156,7 +147,7 @@ impl Server {
     /// Starts the binary again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill();
-        let fresh = Server::spawn(self.root.clone(), self.args.clone());
+        let fresh = Server::spawn(self.root.clone(), self.args.clone(), self.log_level.clone());
         self.url = fresh.url.clone();
         self.metrics_url = fresh.metrics_url.clone();
         self.plain_url = fresh.plain_url.clone();
@@ -198,6 +189,35 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+fn default_log_level() -> String {
+    std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into())
+}
+
+/// Runs `registry check` (with `extra` arguments) on the stopped store in
+/// `data`; returns the exit code and the output.
+pub fn check_store(data: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_registry"))
+        .arg("check")
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run registry check");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// An HTTP Basic `Authorization` value.
@@ -353,6 +373,11 @@ impl Client {
             config: config_digest,
             layers,
         }
+    }
+
+    /// GET `path` and return the body as text (whatever the status).
+    pub async fn text(&self, path: &str) -> String {
+        self.get(path).send().await.unwrap().text().await.unwrap()
     }
 
     /// GET `path` and parse the body as JSON (whatever the status).
