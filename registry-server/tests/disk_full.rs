@@ -394,7 +394,8 @@ async fn the_index_reopens_itself_after_a_full_disk() {
 
 // ---- failing log sinks (no root needed) ----
 
-/// `registry serve` on `port` with its data in `data`, logging at info.
+/// `registry serve` on `port` with its data in `data`, logging at info,
+/// with no low-water mark (the machine's disk may be fuller than it).
 fn registry_serve(data: &Path, port: u16) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_registry"));
     cmd.arg("serve")
@@ -402,6 +403,7 @@ fn registry_serve(data: &Path, port: u16) -> Command {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(data)
+        .args(["--min-free-bytes", "0"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null());
     cmd
@@ -484,7 +486,7 @@ async fn a_broken_or_closed_stdout_does_not_stop_the_server() {
     // Closed descriptors: the shell closes them, then becomes the server.
     let port = free_port();
     let data = tmp.path().join("closed");
-    let script = r#"exec "$0" serve --addr "$1" --data-dir "$2" >&- 2>&-"#;
+    let script = r#"exec "$0" serve --addr "$1" --data-dir "$2" --min-free-bytes 0 >&- 2>&-"#;
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(script)

@@ -56,6 +56,14 @@ impl Server {
     }
 
     fn spawn(root: PathBuf, args: Vec<String>, log_level: String) -> Server {
+        // The default low-water mark (1 GiB) would make every test depend
+        // on how full the machine's disk is: tests that do not set a mark
+        // run with none (tests/disk_full.rs sets its own).
+        let mark: &[&str] = if args.iter().any(|a| a == "--min-free-bytes") {
+            &[]
+        } else {
+            &["--min-free-bytes", "0"]
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -68,6 +76,7 @@ impl Server {
             .arg("--data-dir")
             .arg(root.join("data"))
             .args(&args)
+            .args(mark)
             .env("RUST_LOG", &log_level)
             .stdout(Stdio::piped())
             .stderr(log)
