@@ -99,8 +99,16 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A filesystem the store writes to is full, or would fall below the
+    /// free space kept ([`crate::space`]): nothing was stored; retry once
+    /// space is freed.
+    #[error("{0}")]
+    StorageFull(String),
+    /// An I/O failure other than a full disk (every `?` on an
+    /// [`std::io::Error`] goes through [`Error::from`], which tells them
+    /// apart).
     #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("index error: {0}")]
     Storage(String),
     /// A rule found the index in a state it cannot be in, or code panicked:
@@ -134,10 +142,53 @@ impl Error {
             }
             Error::Unsupported(_) => ErrorCode::Unsupported,
             Error::Conflict(_) => ErrorCode::Denied,
-            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Unavailable(_) | Error::StorageFull(_) => ErrorCode::Unavailable,
             Error::Io(_) | Error::Storage(_) | Error::Bug(_) => ErrorCode::Internal,
         }
     }
 }
 
+/// Whether an I/O error means the filesystem (or the user's quota) is full.
+pub fn is_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+}
+
+/// Every `?` on an I/O error comes through here, so a full disk is
+/// reported as [`Error::StorageFull`] (a retryable "insufficient storage")
+/// wherever it is met, in the blob store's files or the index's, and never
+/// as an internal error.
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        if is_full(&e) {
+            Error::StorageFull(format!(
+                "storage is full: no space left on the filesystem ({e})"
+            ))
+        } else {
+            Error::Io(e)
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn enospc_and_quota_are_full_other_errors_are_not() {
+        assert!(is_full(&io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert!(is_full(&io::Error::from_raw_os_error(libc::EDQUOT)));
+        assert!(is_full(&io::Error::from(io::ErrorKind::StorageFull)));
+        assert!(!is_full(&io::Error::from_raw_os_error(libc::EIO)));
+        let full: Error = io::Error::from_raw_os_error(libc::ENOSPC).into();
+        assert!(matches!(full, Error::StorageFull(_)), "{full:?}");
+        assert_eq!(full.code(), ErrorCode::Unavailable);
+        let other: Error = io::Error::from_raw_os_error(libc::EACCES).into();
+        assert!(matches!(other, Error::Io(_)), "{other:?}");
+    }
+}

@@ -17,6 +17,7 @@ pub mod model;
 pub mod names;
 pub mod observe;
 pub mod registry;
+pub mod space;
 
 pub use clock::Clock;
 pub use digest::{Algorithm, Digest, Hasher};

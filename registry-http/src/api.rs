@@ -323,8 +323,7 @@ impl Api {
             // Read (and drop) a moderately oversized body so the client gets
             // to read the 413 instead of a broken pipe; a huge one is cut off.
             if size <= limit.saturating_mul(16) {
-                let mut body = req.into_body();
-                while let Some(Ok(_)) = body.frame().await {}
+                body::drain(req.into_body(), u64::MAX).await;
             }
             return Err(too_large(size).into());
         }
@@ -458,9 +457,10 @@ impl Api {
             }
         } else if let Some(digest) = q.get("digest") {
             let digest: Digest = digest.parse()?;
-            self.registry
-                .put_blob(repo, &digest, body::request_stream(req.into_body()))
-                .await?;
+            let (stream, unread) = body::lend(req.into_body());
+            let stored = self.registry.put_blob(repo, &digest, stream).await;
+            unread.drain_if_failed(&stored).await;
+            stored?;
             return Ok(blob_created(repo, &digest));
         }
         let id = self.registry.start_upload(repo).await?;
@@ -475,8 +475,10 @@ impl Api {
                 return Err(range_error(repo, id, offset));
             }
         };
-        let body = body::request_stream(req.into_body());
-        match self.registry.append_upload(repo, id, range, body).await {
+        let (stream, unread) = body::lend(req.into_body());
+        let appended = self.registry.append_upload(repo, id, range, stream).await;
+        unread.drain_if_failed(&appended).await;
+        match appended {
             Ok(offset) => Ok(upload_reply(StatusCode::ACCEPTED, repo, id, offset)),
             Err(Error::RangeNotSatisfiable { offset }) => Err(range_error(repo, id, offset)),
             Err(e) => Err(e.into()),
@@ -501,12 +503,20 @@ impl Api {
                 return Err(range_error(repo, id, offset));
             }
         };
-        let body = has_body(&req).then(|| body::request_stream(req.into_body()));
-        match self
+        let (stream, unread) = if has_body(&req) {
+            let (stream, unread) = body::lend(req.into_body());
+            (Some(stream), Some(unread))
+        } else {
+            (None, None)
+        };
+        let finished = self
             .registry
-            .finish_upload(repo, id, &digest, range, body)
-            .await
-        {
+            .finish_upload(repo, id, &digest, range, stream)
+            .await;
+        if let Some(unread) = unread {
+            unread.drain_if_failed(&finished).await;
+        }
+        match finished {
             Ok(_) => Ok(blob_created(repo, &digest)),
             Err(Error::RangeNotSatisfiable { offset }) => Err(range_error(repo, id, offset)),
             Err(e) => Err(e.into()),

@@ -1,6 +1,7 @@
 //! Body types: the response body (empty, a buffer, or a stream of blob
 //! bytes), and the request body as handlers see it, both counted for the
-//! byte metrics.
+//! byte metrics; lending a request body to the store, and draining what is
+//! left of a refused one so its client reads the refusal.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -32,13 +33,82 @@ pub fn stream(s: ByteStream) -> Body {
     StreamBody::new(s.map_ok(Frame::data).map_err(BoxError::from)).boxed_unsync()
 }
 
-/// A request body as a byte stream for the blob store.
-pub fn request_stream(body: ReqBody) -> ByteStream {
-    let frames = http_body_util::BodyStream::new(body);
-    Box::pin(
-        TryStreamExt::map_err(frames, std::io::Error::other)
-            .try_filter_map(|frame| futures::future::ready(Ok(frame.into_data().ok()))),
-    )
+/// Most of a refused request's body that is read (and dropped) so that the
+/// client gets to read the refusal instead of a broken pipe; the connection
+/// of a longer one is cut off.
+pub const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Reads and drops what is left of a request body, up to `limit` bytes.
+pub async fn drain<B: HttpBody<Data = Bytes> + Unpin>(mut body: B, limit: u64) {
+    let mut read = 0u64;
+    while read <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => break,
+        }
+    }
+}
+
+/// A request body lent to the store as a byte stream. When the store stops
+/// reading early (a full disk, a limit, a refusal before the first byte),
+/// what it left comes back through [`Unread`], so the handler can drain it
+/// before it answers.
+pub fn lend(body: ReqBody) -> (ByteStream, Unread) {
+    let (back, unread) = tokio::sync::oneshot::channel();
+    let lent = Lent {
+        body: Some(body),
+        back: Some(back),
+    };
+    (Box::pin(lent), Unread(unread))
+}
+
+/// The part of a lent body the store did not read.
+pub struct Unread(tokio::sync::oneshot::Receiver<ReqBody>);
+
+impl Unread {
+    /// Drains it (up to [`DRAIN_LIMIT`]) if the call that had the body
+    /// failed; the stream has been dropped by then, so the body is back.
+    pub async fn drain_if_failed<T, E>(mut self, result: &Result<T, E>) {
+        if result.is_err()
+            && let Ok(body) = self.0.try_recv()
+        {
+            drain(body, DRAIN_LIMIT).await;
+        }
+    }
+}
+
+struct Lent {
+    body: Option<ReqBody>,
+    back: Option<tokio::sync::oneshot::Sender<ReqBody>>,
+}
+
+impl futures::Stream for Lent {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            return match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_) => continue, // trailers
+                },
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let (Some(body), Some(back)) = (self.body.take(), self.back.take()) {
+            let _ = back.send(body);
+        }
+    }
 }
 
 /// A body that adds the size of every data frame to a counter.

@@ -82,6 +82,11 @@ impl ApiError {
     }
 }
 
+/// Seconds a client is asked to wait after a push refused for lack of
+/// space: space comes back when someone deletes or collects garbage, not
+/// within a second.
+pub const STORAGE_FULL_RETRY_AFTER: &str = "60";
+
 fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::RangeNotSatisfiable { .. } | Error::BlobRangeNotSatisfiable { .. } => {
@@ -89,6 +94,7 @@ fn status_of(e: &Error) -> StatusCode {
         }
         Error::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         _ => match e.code() {
             ErrorCode::BlobUnknown
             | ErrorCode::BlobUploadUnknown
@@ -126,6 +132,9 @@ impl From<Error> for ApiError {
             }
             Error::Unavailable(_) => {
                 out = out.with_header("retry-after", "1");
+            }
+            Error::StorageFull(_) => {
+                out = out.with_header("retry-after", STORAGE_FULL_RETRY_AFTER);
             }
             _ => {}
         }

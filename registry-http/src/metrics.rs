@@ -1,14 +1,15 @@
 //! Prometheus metrics, on an explicit registry (so tests read the same
 //! one). Request counters and histograms are updated as requests finish;
 //! storage and reclaimable gauges are read from the index's running totals
-//! at scrape time (no scan); the core and the collector report commits,
-//! fences and runs through their observer hooks.
+//! at scrape time (no scan), and the free-space gauges from the filesystems
+//! the store writes to; the core and the collector report commits, fences
+//! and runs through their observer hooks.
 
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use registry_core::Registry as Store;
 use registry_core::Result;
@@ -41,6 +42,16 @@ pub struct Metrics {
     index_commit_duration: Histogram,
     index_commit_writes: Histogram,
     store: StoreMetrics,
+    filesystem: FilesystemGauges,
+}
+
+/// The filesystems the store writes to, by `store` (`blobs`, `index`),
+/// measured at scrape time.
+struct FilesystemGauges {
+    free_bytes: IntGaugeVec,
+    size_bytes: IntGaugeVec,
+    free_inodes: IntGaugeVec,
+    min_free_bytes: IntGaugeVec,
 }
 
 /// Latency buckets from 100 µs to 30 s.
@@ -68,6 +79,12 @@ impl Metrics {
             register(
                 &r,
                 IntCounterVec::new(Opts::new(name, help), labels).expect("metric"),
+            )
+        };
+        let by_store = |name: &str, help: &str| {
+            register(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), &["store"]).expect("metric"),
             )
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
@@ -160,6 +177,24 @@ impl Metrics {
                 "Writes carried by one index group commit.",
                 vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
             ),
+            filesystem: FilesystemGauges {
+                free_bytes: by_store(
+                    "berth_filesystem_free_bytes",
+                    "Bytes free (for unprivileged use) on the filesystem a store writes to.",
+                ),
+                size_bytes: by_store(
+                    "berth_filesystem_size_bytes",
+                    "Size of the filesystem a store writes to.",
+                ),
+                free_inodes: by_store(
+                    "berth_filesystem_free_inodes",
+                    "Inodes free on the filesystem a store writes to (0 where it has no limit).",
+                ),
+                min_free_bytes: by_store(
+                    "berth_filesystem_min_free_bytes",
+                    "The low-water mark: pushes are refused (507) below this many free bytes.",
+                ),
+            },
             registry: r,
         }
     }
@@ -175,7 +210,8 @@ impl Metrics {
     }
 
     /// The text exposition, with the storage gauges refreshed from the
-    /// index (and the registry's sessions that hold no data yet).
+    /// index (and the registry's sessions that hold no data yet) and the
+    /// free-space gauges from the filesystems the store writes to.
     pub async fn render(&self, registry: &Store) -> Result<String> {
         let t = registry.totals().await?;
         let set = |g: &IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
@@ -187,6 +223,20 @@ impl Metrics {
         set(&self.blob_bytes, t.blob_bytes);
         set(&self.gc_reclaimable_bytes, t.unreferenced_bytes);
         set(&self.gc_reclaimable_blobs, t.unreferenced_blobs);
+        let g = &self.filesystem;
+        for f in registry.filesystems().await {
+            let store = [f.store];
+            set(&g.free_bytes.with_label_values(&store), f.usage.free_bytes);
+            set(&g.size_bytes.with_label_values(&store), f.usage.total_bytes);
+            set(
+                &g.free_inodes.with_label_values(&store),
+                f.usage.free_inodes,
+            );
+            set(
+                &g.min_free_bytes.with_label_values(&store),
+                f.min_free_bytes,
+            );
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -193,7 +193,8 @@ impl App {
     }
 
     /// Ready: the index answers and takes writes, the blob store takes
-    /// writes, and the server is not shutting down.
+    /// writes, the filesystems they write to are above the free-space mark,
+    /// and the server is not shutting down. Each part says why it is not ok.
     async fn readiness(&self) -> Response<Body> {
         let r = self.registry.readiness().await;
         let stopping = self.shutting_down.load(Ordering::Relaxed);
@@ -204,15 +205,63 @@ impl App {
             StatusCode::SERVICE_UNAVAILABLE
         };
         let ok = |x: Result<(), String>| x.err().unwrap_or_else(|| "ok".into());
+        let filesystems: serde_json::Map<String, serde_json::Value> = r
+            .filesystems
+            .iter()
+            .map(|f| {
+                let figures = json!({
+                    "free_bytes": f.usage.free_bytes,
+                    "min_free_bytes": f.min_free_bytes,
+                });
+                (f.store.to_owned(), figures)
+            })
+            .collect();
         json_reply(
             status,
             json!({
                 "ready": ready,
                 "index": ok(r.index),
                 "storage": ok(r.storage),
+                "space": ok(r.space),
+                "filesystems": filesystems,
                 "shutting_down": stopping,
             }),
         )
+    }
+
+    /// Refuses a push (507) that would leave less free space than the
+    /// low-water mark, before anything of it is stored; its size is the
+    /// request's `Content-Length` when it has one. The refused body is
+    /// drained so the client reads the answer.
+    async fn admit(
+        &self,
+        handler: &Handler,
+        req: Request<body::ReqBody>,
+    ) -> Result<Request<body::ReqBody>, ApiError> {
+        use route::Endpoint as E;
+        let push = matches!(
+            (handler, req.method()),
+            (
+                Handler::Registry(E::Manifest(..) | E::Upload(..)),
+                &Method::PUT
+            ) | (Handler::Registry(E::Upload(..)), &Method::PATCH)
+                | (Handler::Registry(E::Uploads(..)), &Method::POST)
+        );
+        if !push {
+            return Ok(req);
+        }
+        let incoming = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        match self.registry.admit_push(incoming).await {
+            Ok(()) => Ok(req),
+            Err(refused) => {
+                body::drain(req.into_body(), body::DRAIN_LIMIT).await;
+                Err(refused.into())
+            }
+        }
     }
 
     async fn dispatch(
@@ -221,6 +270,7 @@ impl App {
         req: Request<body::ReqBody>,
         peer: SocketAddr,
     ) -> Result<Response<Body>, ApiError> {
+        let req = self.admit(&handler, req).await?;
         match handler {
             Handler::Token => {
                 let method = req.method().clone();

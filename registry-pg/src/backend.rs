@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use registry_core::db::overlay::Overlay;
-use registry_core::db::{Backend, Job, JobCtx, JobEnd, Outcome, Pair, ReadOps, Snapshot, WriteOps};
+use registry_core::db::{
+    Backend, Failure, Job, JobCtx, JobEnd, Outcome, Pair, ReadOps, Snapshot, WriteOps,
+};
 use registry_core::{Clock, Error, Result};
 use tokio::runtime::Handle;
 use tokio_postgres::NoTls;
@@ -71,6 +73,11 @@ fn classify(e: &tokio_postgres::Error) -> Trouble {
     }
 }
 
+/// The outcome of a transaction that could not reach the database.
+fn gone(why: impl Into<String>) -> Outcome {
+    Outcome::Failed(Failure::of(&Error::Unavailable(why.into())))
+}
+
 fn unavailable(e: impl std::fmt::Display) -> Error {
     Error::Unavailable(format!("the index database cannot be reached: {e}"))
 }
@@ -127,11 +134,11 @@ impl PgBackend {
     fn try_once(&self, job: &mut Job) -> Option<Outcome> {
         let client = match self.client() {
             Ok(c) => c,
-            Err(e) => return Some(Outcome::Unavailable(e.to_string())),
+            Err(e) => return Some(gone(e.to_string())),
         };
         let conn = Conn::new(&client, &self.handle);
         if let Err(e) = conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE") {
-            return Some(Outcome::Unavailable(e.to_string()));
+            return Some(gone(e.to_string()));
         }
         let ctx = JobCtx {
             now_ms: self.clock.now_ms(),
@@ -146,9 +153,9 @@ impl PgBackend {
         drop(w);
         match (conn.trouble.get(), end) {
             (Trouble::Conflict, _) => conn.rollback_then(None),
-            (Trouble::Unreachable, _) => conn.rollback_then(Some(Outcome::Unavailable(
-                "the index database went away".into(),
-            ))),
+            (Trouble::Unreachable, _) => {
+                conn.rollback_then(Some(gone("the index database went away")))
+            }
             (_, JobEnd::Poisoned) => conn.rollback_then(Some(Outcome::Excluded)),
             (_, JobEnd::Fatal(why)) => conn.rollback_then(Some(Outcome::Failed(why))),
             (_, JobEnd::Done | JobEnd::Refused) => conn.commit(&changes),
@@ -251,9 +258,7 @@ impl Backend for PgBackend {
                 std::thread::sleep(pause.mul_f64(jitter));
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
-            (job.finish)(Outcome::Unavailable(
-                "the index is too busy with conflicting writes; retry".into(),
-            ));
+            (job.finish)(gone("the index is too busy with conflicting writes; retry"));
         });
     }
 
@@ -358,10 +363,8 @@ impl<'c> Conn<'c> {
         match (committed, self.trouble.get()) {
             (Ok(()), _) => Some(Outcome::Committed),
             (Err(_), Trouble::Conflict) => self.rollback_then(None),
-            (Err(e), Trouble::Unreachable) => {
-                self.rollback_then(Some(Outcome::Unavailable(e.to_string())))
-            }
-            (Err(e), Trouble::None) => self.rollback_then(Some(Outcome::Failed(e.to_string()))),
+            (Err(e), Trouble::Unreachable) => self.rollback_then(Some(gone(e.to_string()))),
+            (Err(e), Trouble::None) => self.rollback_then(Some(Outcome::Failed(Failure::of(&e)))),
         }
     }
 

@@ -59,6 +59,10 @@ pub struct Limits {
     pub max_blob_bytes: u64,
     /// Memory the index may use to cache its pages, in bytes.
     pub index_cache_bytes: u64,
+    /// Free space pushes must leave on each filesystem the store writes to,
+    /// in bytes (507 below it); unset: 1 GiB, or 5% of the filesystem if
+    /// less; 0: no mark (a full disk still gets 507).
+    pub min_free_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -67,6 +71,7 @@ impl Default for Limits {
             max_manifest_bytes: registry_core::manifest::DEFAULT_MAX_MANIFEST_BYTES,
             max_blob_bytes: 0,
             index_cache_bytes: registry_core::db::redb::DEFAULT_CACHE_BYTES as u64,
+            min_free_bytes: None,
         }
     }
 }
@@ -148,6 +153,7 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub blob_store: Option<String>,
     pub blob_redirect: Option<bool>,
+    pub min_free_bytes: Option<u64>,
 }
 
 impl Config {
@@ -215,6 +221,9 @@ impl Config {
         if let Some(b) = overrides.blob_redirect {
             config.storage.blob_redirect = b;
         }
+        if let Some(n) = overrides.min_free_bytes {
+            config.limits.min_free_bytes = Some(n);
+        }
         if let Some(b) = overrides.gc_orphaned_referrers {
             config.gc.orphaned_referrers = b;
         }
@@ -242,6 +251,7 @@ mod tests {
             )?;
             jail.set_env("REGISTRY_DATA_DIR", "/from/env");
             jail.set_env("REGISTRY_LIMITS__MAX_BLOB_BYTES", "77");
+            jail.set_env("REGISTRY_LIMITS__MIN_FREE_BYTES", "5000");
             let c = Config::load(Some(Path::new("registry.toml")), &Overrides::default())
                 .map_err(|e| e.to_string())?;
             assert_eq!(c.addr.port(), 6000);
@@ -249,6 +259,7 @@ mod tests {
             assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
             assert_eq!(c.limits.max_manifest_bytes, 1000);
             assert_eq!(c.limits.max_blob_bytes, 77);
+            assert_eq!(c.limits.min_free_bytes, Some(5000));
             assert_eq!(c.gc.grace, Duration::from_secs(600));
             assert_eq!(c.gc.schedule.as_deref(), Some("@daily"));
             assert_eq!(c.gc.untagged[0].older_than, Duration::from_secs(7 * 86400));
@@ -308,6 +319,10 @@ mod tests {
             let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(c.addr, "127.0.0.1:5000".parse().unwrap());
             assert_eq!(c.data_dir, PathBuf::from("./data"));
+            assert_eq!(
+                c.limits.min_free_bytes, None,
+                "the default mark is computed"
+            );
             assert!(Config::load(Some(Path::new("missing.toml")), &Overrides::default()).is_err());
             Ok(())
         });

@@ -5,6 +5,7 @@
 mod check;
 mod config;
 mod gc;
+mod log_sink;
 mod serve;
 mod store;
 
@@ -123,6 +124,11 @@ pub struct ServeArgs {
     /// Answer blob GETs with a redirect to a presigned object store URL.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub blob_redirect: Option<bool>,
+    /// Refuse pushes (507) that would leave less than this many bytes free
+    /// on a filesystem the store writes to (default 1 GiB, or 5% of the
+    /// filesystem if less; 0 turns the mark off).
+    #[arg(long)]
+    pub min_free_bytes: Option<u64>,
 }
 
 fn parse_untagged(s: &str) -> Result<UntaggedRule, String> {
@@ -161,10 +167,13 @@ pub struct GcArgs {
 
 pub(crate) fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A line that cannot be written is dropped and counted, never reported
+    // on the failing stderr itself (see `log_sink`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(log_sink::LogSink)
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ServeArgs;
 use crate::config::{Config, Overrides};
+use crate::log_sink;
 use crate::store::{Store, open_store};
 
 fn overrides(args: ServeArgs) -> (Option<std::path::PathBuf>, Overrides) {
@@ -36,6 +37,7 @@ fn overrides(args: ServeArgs) -> (Option<std::path::PathBuf>, Overrides) {
         tls_key: args.tls_key,
         blob_store: args.store.blob_store,
         blob_redirect: args.blob_redirect,
+        min_free_bytes: args.min_free_bytes,
     };
     (args.store.config, o)
 }
@@ -75,15 +77,19 @@ async fn bind_all(config: &Config, tls: bool) -> anyhow::Result<Listeners> {
 }
 
 /// The first lines on stdout say where we listen (scripts and tests read
-/// them when they ask for port 0); everything else goes to the log.
+/// them when they ask for port 0); everything else goes to the log. A
+/// stdout that cannot take them does not stop the server.
 fn announce(l: &Listeners, tls: bool) -> anyhow::Result<()> {
     let scheme = if tls { "https" } else { "http" };
-    println!("registry listening on {scheme}://{}", l.api.local_addr()?);
+    log_sink::announce(&format!(
+        "registry listening on {scheme}://{}",
+        l.api.local_addr()?
+    ));
     if let Some(m) = &l.metrics {
-        println!("metrics listening on http://{}", m.local_addr()?);
+        log_sink::announce(&format!("metrics listening on http://{}", m.local_addr()?));
     }
     if let Some(p) = &l.plain {
-        println!("plain listening on http://{}", p.local_addr()?);
+        log_sink::announce(&format!("plain listening on http://{}", p.local_addr()?));
     }
     Ok(())
 }
@@ -119,6 +125,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging(config.log_format);
     let clock = Clock::system();
     let metrics = Arc::new(Metrics::new());
+    metrics
+        .registry
+        .register(Box::new(log_sink::DROPPED.clone()))
+        .context("registering the dropped log lines counter")?;
     let store = open_store(&config, clock.clone(), metrics.clone())
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     store.recover().await?;

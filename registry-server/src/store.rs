@@ -70,6 +70,7 @@ pub fn open_store(
                 0 => u64::MAX,
                 n => n,
             },
+            min_free_bytes: config.limits.min_free_bytes,
         },
         link_foreign_blobs: config.auth.mode == registry_http::auth::Mode::None,
         activity_retention: config.activity_retention,

@@ -146,6 +146,66 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Io(io::Error::other(e)))?
 }
 
+/// The writing half of an append: creates the upload's file on the first
+/// append, drops whatever a failed earlier chunk left past `offset`, then
+/// hashes and writes each chunk received and makes them durable.
+fn write_upload(
+    path: &Path,
+    offset: u64,
+    mut hasher: Hasher,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Result<Appended> {
+    // The first append creates the upload's file; a later one whose file
+    // is gone has lost its data.
+    let file = match not_found_as_none(
+        OpenOptions::new()
+            .write(true)
+            .create(offset == 0)
+            .open(path),
+    )? {
+        Some(f) => f,
+        None => return Err(Error::UploadUnknown),
+    };
+    file.set_len(offset)?;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+    out.seek(SeekFrom::Start(offset))?;
+    let mut offset = offset;
+    let mut written_back = offset;
+    while let Some(chunk) = rx.blocking_recv() {
+        hasher.update(&chunk);
+        out.write_all(&chunk)?;
+        offset += chunk.len() as u64;
+        if offset - written_back >= WRITEBACK_STEP {
+            out.flush()?;
+            start_writeback(out.get_ref(), written_back, offset - written_back);
+            written_back = offset;
+        }
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_data()?;
+    Ok(Appended {
+        offset,
+        hasher,
+        state: Vec::new(),
+    })
+}
+
+/// Puts an upload's file back to the `offset` bytes it held before a
+/// failed append: an upload that held nothing loses its file (the next
+/// append creates it again), a longer one is cut back. Best effort: bytes
+/// left past the offset are dropped by the next append or commit anyway.
+fn undo_append(path: &Path, offset: u64) {
+    let undone = if offset == 0 {
+        not_found_as_none(fs::remove_file(path)).map(drop)
+    } else {
+        not_found_as_none(OpenOptions::new().write(true).open(path))
+            .and_then(|f| f.map_or(Ok(()), |f| f.set_len(offset)))
+    };
+    if let Err(e) = undone {
+        tracing::debug!(error = %e, path = %path.display(), "cannot undo a failed append");
+    }
+}
+
 /// Hashes a file from the start with `algorithm` (used when the client names
 /// a digest algorithm other than the one hashed while receiving).
 fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<Digest> {
@@ -225,51 +285,27 @@ impl BlobStore for FsBlobStore {
         let path = self.upload_path(id);
         // The body is read here and handed to a blocking thread that hashes
         // and writes, so receiving the next chunk overlaps hashing this one.
-        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
-        let writer = tokio::task::spawn_blocking(move || -> Result<Appended> {
-            // The first append creates the upload's file; a later one whose
-            // file is gone has lost its data.
-            let file = match not_found_as_none(
-                OpenOptions::new()
-                    .write(true)
-                    .create(offset == 0)
-                    .open(&path),
-            )? {
-                Some(f) => f,
-                None => return Err(Error::UploadUnknown),
-            };
-            // Drop whatever a failed earlier chunk left past the recorded offset.
-            file.set_len(offset)?;
-            let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-            out.seek(SeekFrom::Start(offset))?;
-            let mut hasher = hasher;
-            let mut offset = offset;
-            let mut written_back = offset;
-            while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
-                out.write_all(&chunk)?;
-                offset += chunk.len() as u64;
-                if offset - written_back >= WRITEBACK_STEP {
-                    out.flush()?;
-                    start_writeback(out.get_ref(), written_back, offset - written_back);
-                    written_back = offset;
-                }
-            }
-            let file = out.into_inner().map_err(|e| e.into_error())?;
-            file.sync_data()?;
-            Ok(Appended {
-                offset,
-                hasher,
-                state: Vec::new(),
-            })
-        });
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let writer_path = path.clone();
+        let writer =
+            tokio::task::spawn_blocking(move || write_upload(&writer_path, offset, hasher, rx));
         let failure = feed(&mut body, &tx, limit).await;
         drop(tx);
         let written = writer.await.map_err(|e| Error::Io(io::Error::other(e)))?;
-        match failure {
+        let result = match failure {
             Some(e) => Err(e),
             None => written,
+        };
+        if result.is_err() {
+            // Whatever this request wrote goes (a full disk gets its space
+            // back at once); the upload holds what it held before.
+            let _ = blocking(move || {
+                undo_append(&path, offset);
+                Ok(())
+            })
+            .await;
         }
+        result
     }
 
     async fn commit_upload(
@@ -380,12 +416,21 @@ impl BlobStore for FsBlobStore {
     async fn ready(&self) -> std::result::Result<(), String> {
         let probe = self.root.join("uploads").join(".ready-probe");
         blocking(move || {
-            fs::write(&probe, b"ok")?;
-            fs::remove_file(&probe)?;
+            let written = fs::write(&probe, b"ok");
+            // Also when the write failed half-way (a full disk creates the
+            // file, then cannot fill it).
+            let removed = not_found_as_none(fs::remove_file(&probe));
+            written?;
+            removed?;
             Ok(())
         })
         .await
         .map_err(|e| e.to_string())
+    }
+
+    async fn capacity(&self) -> Result<Option<crate::space::Usage>> {
+        let root = self.root.clone();
+        blocking(move || Ok(Some(crate::space::usage(&root)?))).await
     }
 }
 
@@ -665,6 +710,49 @@ mod tests {
             seen.extend(page.into_iter().map(|b| b.digest.to_string()));
         }
         assert_eq!(seen, all);
+    }
+
+    /// A body that breaks after some bytes.
+    fn broken_body(first: &'static [u8]) -> ByteStream {
+        let items: Vec<io::Result<Bytes>> = vec![
+            Ok(Bytes::from_static(first)),
+            Err(io::Error::other("connection reset")),
+        ];
+        Box::pin(futures::stream::iter(items))
+    }
+
+    /// A failed append leaves the upload as it was: no file for one that
+    /// held nothing, the old length for one that held bytes.
+    #[tokio::test]
+    async fn a_failed_append_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let h = || Hasher::new(Algorithm::Sha256);
+        let err = store
+            .append("aa", 0, h(), &[], broken_body(b"partial"), u64::MAX)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::UploadInvalid(_)), "{err:?}");
+        assert!(store.list_uploads().await.unwrap().is_empty());
+        let a = store
+            .append("aa", 0, h(), &[], body(&[b"kept"]), u64::MAX)
+            .await
+            .unwrap();
+        let err = store
+            .append(
+                "aa",
+                a.offset,
+                a.hasher,
+                &[],
+                broken_body(b"more"),
+                u64::MAX,
+            )
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::UploadInvalid(_)), "{err:?}");
+        assert_eq!(fs::read(store.upload_path("aa")).unwrap(), b"kept");
     }
 
     fn body_owned(bytes: Vec<u8>) -> ByteStream {

@@ -172,6 +172,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn redirect(&self, _digest: &Digest) -> Result<Option<String>> {
         Ok(None)
     }
+
+    /// The filesystem the store writes its bytes to, measured now, against
+    /// which pushes are admitted (see [`crate::space`]); `None` for a store
+    /// without one (an object store), which is the default.
+    async fn capacity(&self) -> Result<Option<crate::space::Usage>> {
+        Ok(None)
+    }
 }
 
 /// A blob received and checked, not yet visible: see [`BlobStore::stage`].

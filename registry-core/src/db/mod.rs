@@ -75,7 +75,7 @@ pub enum JobEnd {
     /// be committed, so the transaction is redone without it.
     Poisoned,
     /// A storage failure: the whole transaction is lost.
-    Fatal(String),
+    Fatal(Failure),
 }
 
 /// What a back end tells a job after its transaction ended.
@@ -85,9 +85,63 @@ pub enum Outcome {
     /// Not committed: the job failed on its own (its answer says why).
     Excluded,
     /// The transaction failed.
-    Failed(String),
-    /// The back end cannot be reached now (a lost connection); retryable.
-    Unavailable(String),
+    Failed(Failure),
+}
+
+/// Why a transaction failed, as each job in it is told. It keeps the kind
+/// of the error: a full disk and a database being recovered stay
+/// retryable for every caller, the rest is a storage error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    kind: FailureKind,
+    message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureKind {
+    Full,
+    Unavailable,
+    Storage,
+}
+
+impl Failure {
+    /// A storage failure with no more particular kind.
+    pub fn storage(message: impl Into<String>) -> Failure {
+        Failure {
+            kind: FailureKind::Storage,
+            message: message.into(),
+        }
+    }
+
+    /// The failure an error of the back end stands for.
+    pub fn of(e: &Error) -> Failure {
+        let kind = match e {
+            Error::StorageFull(_) => FailureKind::Full,
+            Error::Unavailable(_) => FailureKind::Unavailable,
+            _ => FailureKind::Storage,
+        };
+        let message = match e {
+            Error::StorageFull(m) | Error::Unavailable(m) | Error::Storage(m) => m.clone(),
+            e => e.to_string(),
+        };
+        Failure { kind, message }
+    }
+
+    /// The error each caller gets.
+    pub fn error(&self) -> Error {
+        let message = self.message.clone();
+        match self.kind {
+            FailureKind::Full => Error::StorageFull(message),
+            FailureKind::Unavailable => Error::Unavailable(message),
+            FailureKind::Storage => Error::Storage(message),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// Context of one run of a job: the transaction's time and counter shard.
@@ -123,6 +177,11 @@ pub trait Backend: Send + Sync + 'static {
     fn submit(&self, job: Job);
     /// `Err` with the reason while the back end cannot take writes.
     fn health(&self) -> std::result::Result<(), String>;
+    /// The filesystem the back end writes to, measured now; `None` for a
+    /// back end without one (a database server), which is the default.
+    fn capacity(&self) -> Result<Option<crate::space::Usage>> {
+        Ok(None)
+    }
     /// Commits what is queued and stops taking writes.
     fn close(&self);
 }
@@ -402,8 +461,11 @@ fn job_end<R>(result: &std::thread::Result<Result<R>>, wrote: bool) -> JobEnd {
     match result {
         Err(_) => JobEnd::Poisoned,
         Ok(Ok(_)) => JobEnd::Done,
-        Ok(Err(Error::Storage(e))) => JobEnd::Fatal(e.clone()),
-        Ok(Err(Error::Io(e))) => JobEnd::Fatal(e.to_string()),
+        // Inside a transaction, "unavailable" comes only from the database
+        // itself (an earlier I/O error): as fatal as the rest.
+        Ok(Err(
+            e @ (Error::Storage(_) | Error::Io(_) | Error::StorageFull(_) | Error::Unavailable(_)),
+        )) => JobEnd::Fatal(Failure::of(e)),
         Ok(Err(_)) if wrote => JobEnd::Poisoned,
         Ok(Err(_)) => JobEnd::Refused,
     }
@@ -434,6 +496,11 @@ impl Db {
 
     pub fn health(&self) -> std::result::Result<(), String> {
         self.backend.health()
+    }
+
+    /// The filesystem the index writes to, if it has one.
+    pub fn capacity(&self) -> Result<Option<crate::space::Usage>> {
+        self.backend.capacity()
     }
 
     pub fn close(&self) {
@@ -482,8 +549,7 @@ impl Db {
         let finish: Finish = Box::new(move |outcome| {
             let answer = slot.lock().expect("job slot").take();
             let answer = match (outcome, answer) {
-                (Outcome::Failed(why), _) => Err(Error::Storage(why)),
-                (Outcome::Unavailable(why), _) => Err(Error::Unavailable(why)),
+                (Outcome::Failed(why), _) => Err(why.error()),
                 (_, Some(a)) => a,
                 (_, None) => Err(Error::Storage("the transaction did not run".into())),
             };

@@ -2,22 +2,28 @@
 //! previews, repository removal, the activity log, run history, settings,
 //! totals and readiness.
 
-use super::Registry;
+use super::{Registry, space};
 use crate::error::Result;
 use crate::index::{Activity, ActivityQuery, Collected, RepoSummary, RepositoryView, Totals};
 use crate::model::{cascade, log};
 use crate::names::{Reference, RepoName};
+use crate::space::Filesystem;
 
 /// Whether the node can serve writes, part by part (`Err` says why not).
 #[derive(Debug, Clone)]
 pub struct Readiness {
     pub index: std::result::Result<(), String>,
     pub storage: std::result::Result<(), String>,
+    /// Why pushes are refused for lack of free space, if they are (pulls
+    /// are still served).
+    pub space: std::result::Result<(), String>,
+    /// The filesystems the store writes to, as measured for `space`.
+    pub filesystems: Vec<Filesystem>,
 }
 
 impl Readiness {
     pub fn ready(&self) -> bool {
-        self.index.is_ok() && self.storage.is_ok()
+        self.index.is_ok() && self.storage.is_ok() && self.space.is_ok()
     }
 }
 
@@ -134,7 +140,8 @@ impl Registry {
         self.index.set_setting(key, value).await
     }
 
-    /// Whether the index and the blob store take writes.
+    /// Whether the index and the blob store take writes, and the
+    /// filesystems they write to have more free space than the mark.
     pub async fn readiness(&self) -> Readiness {
         let index = match self.index.db().health() {
             Ok(()) => self
@@ -145,9 +152,16 @@ impl Registry {
                 .map_err(|e| e.to_string()),
             Err(why) => Err(why),
         };
+        let filesystems = self.filesystems().await;
+        let space = match space::space_refusal(&filesystems, 0) {
+            Some(why) => Err(format!("{why}; pushes are refused, pulls are served")),
+            None => Ok(()),
+        };
         Readiness {
             index,
             storage: self.blobs.ready().await,
+            space,
+            filesystems,
         }
     }
 }

@@ -9,13 +9,15 @@
 //! - [`manifests`]: manifest pushes, pulls, deletes, listings;
 //! - [`admin`]: what administrators and the web UI see and do;
 //! - [`gc`]: the steps of a collection: candidates, sweeps, reconciliation;
-//! - [`recover`]: start-up repair of what a crash leaves behind.
+//! - [`recover`]: start-up repair of what a crash leaves behind;
+//! - [`space`]: free space, and whether a push may go ahead.
 
 mod admin;
 mod blobs;
 pub mod gc;
 mod manifests;
 mod recover;
+mod space;
 mod uploads;
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use crate::index::{Activity, Index};
 use crate::manifest::DEFAULT_MAX_MANIFEST_BYTES;
 use crate::names::RepoName;
 
+pub use admin::Readiness;
 pub use gc::{Reconciled, Swept};
 pub use recover::Recovery;
 
@@ -39,6 +42,10 @@ pub const MAX_PAGE: usize = 10_000;
 pub struct Limits {
     pub max_manifest_bytes: u64,
     pub max_blob_bytes: u64,
+    /// Free space pushes must leave on each filesystem the store writes to
+    /// (see [`crate::space::LowWater`]): `None` for the default, `Some(0)`
+    /// for no mark.
+    pub min_free_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -46,6 +53,7 @@ impl Default for Limits {
         Limits {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             max_blob_bytes: u64::MAX,
+            min_free_bytes: None,
         }
     }
 }

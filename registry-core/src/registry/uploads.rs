@@ -80,7 +80,25 @@ impl Registry {
     ) -> Result<u64> {
         let _lock = self.node.lock_upload(id).await?;
         let (session, held) = self.session(repo, id).await?;
-        let got = self.append_locked(id, &session, range, body).await?;
+        let recorded = self
+            .append_and_record(id, &session, held, range, body)
+            .await;
+        if let Err(e) = &recorded {
+            self.forget_empty_if_full(e, id, &session, held).await;
+        }
+        recorded
+    }
+
+    /// [`Registry::append_upload`] under the session's lock.
+    async fn append_and_record(
+        &self,
+        id: &str,
+        session: &Upload,
+        held: Held,
+        range: Option<(u64, u64)>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let got = self.append_locked(id, session, range, body).await?;
         // Record the new offset: the chunk was acknowledged, so a restart
         // must be able to resume after it.
         let (i, r, offset) = (id.to_owned(), session.repo.clone(), got.offset);
@@ -100,6 +118,17 @@ impl Registry {
             self.node.take_empty_upload(id).await?;
         }
         Ok(offset)
+    }
+
+    /// After a full disk refused part of an upload: a session that held no
+    /// durable data yet is forgotten with its file, so the refused push
+    /// leaves nothing behind (its client starts again). A session with data
+    /// keeps what it held before the request, to resume once space is back.
+    async fn forget_empty_if_full(&self, e: &Error, id: &str, session: &Upload, held: Held) {
+        if held == Held::Empty && matches!(e, Error::StorageFull(_)) {
+            let _ = self.node.take_empty_upload(id).await;
+            let _ = self.blobs.delete_upload(id, &session.store_state).await;
+        }
     }
 
     /// Appends a chunk to the upload's data (durable), without recording it.
@@ -175,6 +204,26 @@ impl Registry {
     ) -> Result<u64> {
         let _lock = self.node.lock_upload(id).await?;
         let (session, held) = self.session(repo, id).await?;
+        let finished = self
+            .finish_locked(repo, id, (&session, held), digest, range, body)
+            .await;
+        if let Err(e) = &finished {
+            self.forget_empty_if_full(e, id, &session, held).await;
+        }
+        finished
+    }
+
+    /// [`Registry::finish_upload`] under the session's lock, on the session
+    /// and where it lives.
+    async fn finish_locked(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        (session, held): (&Upload, Held),
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        body: Option<ByteStream>,
+    ) -> Result<u64> {
         let body = match (held, body, range) {
             // The whole blob in the closing request: a monolithic push.
             (Held::Empty, Some(body), None) => {
@@ -191,10 +240,10 @@ impl Registry {
             (_, body, _) => body,
         };
         let got = match body {
-            Some(body) => self.append_locked(id, &session, range, body).await?,
+            Some(body) => self.append_locked(id, session, range, body).await?,
             None => Appended {
                 offset: session.offset,
-                hasher: hasher_of(id, &session)?,
+                hasher: hasher_of(id, session)?,
                 state: session.store_state.clone(),
             },
         };

@@ -25,6 +25,8 @@ pub struct Server {
     pub root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
+    /// `RUST_LOG` of the process.
+    log_level: String,
     /// Environment of the server process (the object store's, if any).
     env: Vec<(String, String)>,
     /// The object store holding the blobs, when not the data directory.
@@ -57,8 +59,7 @@ impl Server {
     /// `tmp/data`), with extra `serve` arguments.
     pub fn start_in(tmp: tempfile::TempDir, args: &[&str]) -> Server {
         let root = tmp.path().to_path_buf();
-        let args = args.iter().map(|a| a.to_string()).collect();
-        let mut s = Server::spawn(root, args, Vec::new());
+        let mut s = Server::spawn(root, strings(args), Vec::new(), default_log_level());
         s._tmp = Some(tmp);
         s
     }
@@ -87,14 +88,38 @@ impl Server {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
-        let mut s = Server::spawn(root, all, env);
+        let mut s = Server::spawn(root, all, env, default_log_level());
         s._tmp = Some(tmp);
         s.garage = Some(garage);
         s.prefix = Some(prefix);
         s
     }
 
-    fn spawn(root: PathBuf, args: Vec<String>, env: Vec<(String, String)>) -> Server {
+    /// A server whose data directory (`data/`) and log (`server.log`) are
+    /// under `root`, which the caller owns, logging at `log_level`.
+    pub fn start_at(root: &Path, args: &[&str], log_level: &str) -> Server {
+        Server::spawn(
+            root.to_path_buf(),
+            strings(args),
+            Vec::new(),
+            log_level.to_owned(),
+        )
+    }
+
+    fn spawn(
+        root: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        log_level: String,
+    ) -> Server {
+        // The default low-water mark (1 GiB) would make every test depend
+        // on how full the machine's disk is: tests that do not set a mark
+        // run with none (tests/disk_full.rs sets its own).
+        let mark: &[&str] = if args.iter().any(|a| a == "--min-free-bytes") {
+            &[]
+        } else {
+            &["--min-free-bytes", "0"]
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -107,11 +132,9 @@ impl Server {
             .arg("--data-dir")
             .arg(root.join("data"))
             .args(&args)
+            .args(mark)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .env(
-                "RUST_LOG",
-                std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", &log_level)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -153,6 +176,7 @@ impl Server {
             env,
             garage: None,
             prefix: None,
+            log_level,
         }
     }
 
@@ -182,24 +206,11 @@ impl Server {
     /// the output.
     pub fn check(&self, extra: &[&str]) -> (i32, String) {
         let blob_store = self.args.iter().position(|a| a == "--blob-store");
-        let out = Command::new(env!("CARGO_BIN_EXE_registry"))
-            .arg("check")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(blob_store.map(|i| &self.args[i..i + 2]).unwrap_or_default())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run registry check");
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let mut extra_args: Vec<&str> = blob_store
+            .map(|i| self.args[i..i + 2].iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        extra_args.extend_from_slice(extra);
+        check_store_with(&self.data_dir(), &extra_args, &self.env)
     }
 
     pub fn log(&self) -> String {
@@ -227,7 +238,12 @@ impl Server {
     /// Starts the binary again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill();
-        let fresh = Server::spawn(self.root.clone(), self.args.clone(), self.env.clone());
+        let fresh = Server::spawn(
+            self.root.clone(),
+            self.args.clone(),
+            self.env.clone(),
+            self.log_level.clone(),
+        );
         self.url = fresh.url.clone();
         self.metrics_url = fresh.metrics_url.clone();
         self.plain_url = fresh.plain_url.clone();
@@ -269,6 +285,41 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+fn default_log_level() -> String {
+    std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into())
+}
+
+/// Runs `registry check` (with `extra` arguments) on the stopped store in
+/// `data`; returns the exit code and the output.
+pub fn check_store(data: &Path, extra: &[&str]) -> (i32, String) {
+    check_store_with(data, extra, &[])
+}
+
+/// [`check_store`] with extra environment (an object store's).
+pub fn check_store_with(data: &Path, extra: &[&str], env: &[(String, String)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_registry"))
+        .arg("check")
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run registry check");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// An HTTP Basic `Authorization` value.
@@ -424,6 +475,11 @@ impl Client {
             config: config_digest,
             layers,
         }
+    }
+
+    /// GET `path` and return the body as text (whatever the status).
+    pub async fn text(&self, path: &str) -> String {
+        self.get(path).send().await.unwrap().text().await.unwrap()
     }
 
     /// GET `path` and parse the body as JSON (whatever the status).

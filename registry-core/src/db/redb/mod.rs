@@ -10,11 +10,15 @@
 //!
 //! A job that fails after changing something, or panics, must not take the
 //! others down with it: the transaction is aborted and run again without
-//! that job (its caller gets its error). A storage error fails the group.
-//! A panic of the writer itself is caught, logged and reported by
-//! [`Backend::health`] until a later group commits.
+//! that job (its caller gets its error). A storage error fails the group,
+//! keeping its kind (a full disk, a database being recovered) for every
+//! caller; when redb latched the I/O error, the writer reopens the file
+//! before it answers them (see [`reopen`]). A panic of the writer itself is
+//! caught, logged and reported by [`Backend::health`] until a later group
+//! commits.
 
 mod migrate;
+mod reopen;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,12 +28,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
-use redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
-};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{Backend, Job, JobCtx, JobEnd, Outcome, Pair, ReadOps, Snapshot, WriteOps};
+use self::reopen::{RETRY_REOPEN, Reopenable};
+use super::{Backend, Failure, Job, JobCtx, JobEnd, Outcome, Pair, ReadOps, Snapshot, WriteOps};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::observe::Observer;
@@ -50,27 +52,42 @@ fn def(name: &'static str) -> TableDefinition<'static, Bytes, Bytes> {
     TableDefinition::new(name)
 }
 
+/// The core's error for a redb failure. A full disk is
+/// [`Error::StorageFull`]; a database that refuses work after an earlier
+/// I/O error (until it is reopened, which the writer does, see [`reopen`])
+/// or that was closed under a reader is [`Error::Unavailable`]: both are
+/// retryable, neither is an internal error.
+pub(crate) fn redb_error(e: impl Into<redb::Error>) -> Error {
+    match e.into() {
+        redb::Error::Io(io) => Error::from(io),
+        e @ (redb::Error::PreviousIo | redb::Error::DatabaseClosed) => Error::Unavailable(format!(
+            "the index is recovering from a storage error ({e}); retry"
+        )),
+        e => Error::Storage(e.to_string()),
+    }
+}
+
 impl From<redb::StorageError> for Error {
     fn from(e: redb::StorageError) -> Error {
-        Error::Storage(e.to_string())
+        redb_error(e)
     }
 }
 
 impl From<redb::TableError> for Error {
     fn from(e: redb::TableError) -> Error {
-        Error::Storage(e.to_string())
+        redb_error(e)
     }
 }
 
 impl From<redb::TransactionError> for Error {
     fn from(e: redb::TransactionError) -> Error {
-        Error::Storage(e.to_string())
+        redb_error(e)
     }
 }
 
 impl From<redb::CommitError> for Error {
     fn from(e: redb::CommitError) -> Error {
-        Error::Storage(e.to_string())
+        redb_error(e)
     }
 }
 
@@ -82,7 +99,7 @@ struct WriterState {
 }
 
 pub struct RedbBackend {
-    db: Arc<Database>,
+    db: Arc<Reopenable>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     state: Arc<Mutex<WriterState>>,
@@ -100,17 +117,14 @@ impl RedbBackend {
         observer: Arc<dyn Observer>,
     ) -> Result<RedbBackend> {
         let created = !path.exists();
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        let db = reopen::open(path, cache_bytes)?;
         if created {
             // The new file's directory entry must be durable before any
             // commit to it is acknowledged.
             crate::blob::fsync_parent(path)?;
         }
         migrate::to_current(&db, tables)?;
-        let db = Arc::new(db);
+        let db = Arc::new(Reopenable::new(db, path, cache_bytes));
         let (tx, rx) = mpsc::channel::<Job>();
         let state = Arc::new(Mutex::new(WriterState::default()));
         let writer = {
@@ -118,7 +132,7 @@ impl RedbBackend {
             std::thread::Builder::new()
                 .name("index-writer".into())
                 .spawn(move || writer_loop(&db, &rx, &clock, observer.as_ref(), &state))
-                .map_err(Error::Io)?
+                .map_err(Error::from)?
         };
         Ok(RedbBackend {
             db,
@@ -154,7 +168,7 @@ impl Backend for RedbBackend {
             None => Some(job),
         };
         if let Some(job) = rejected {
-            (job.finish)(Outcome::Failed("the index is closed".into()));
+            (job.finish)(Outcome::Failed(Failure::storage("the index is closed")));
         }
     }
 
@@ -165,10 +179,19 @@ impl Backend for RedbBackend {
             Some(h) if h.is_finished() => return Err("the index writer stopped".into()),
             Some(_) => {}
         }
+        if self.db.pending() {
+            return Err(
+                "the index is being reopened after a storage error; it answers once it is".into(),
+            );
+        }
         match &self.state.lock().expect("writer state").failure {
             Some(why) => Err(format!("the last index commit failed: {why}")),
             None => Ok(()),
         }
+    }
+
+    fn capacity(&self) -> Result<Option<crate::space::Usage>> {
+        Ok(Some(crate::space::usage(self.db.dir())?))
     }
 
     fn close(&self) {
@@ -300,14 +323,35 @@ impl WriteOps for RedbWrite<'_> {
     }
 }
 
+/// The next queued job; `None` once the back end is closed. While a
+/// reopen of the database is pending, retries it every [`RETRY_REOPEN`]
+/// meanwhile.
+fn next_job(
+    rx: &mpsc::Receiver<Job>,
+    db: &Reopenable,
+    retry_at: &mut Option<Instant>,
+) -> Option<Job> {
+    loop {
+        if !db.pending() {
+            return rx.recv().ok();
+        }
+        match rx.recv_timeout(RETRY_REOPEN) {
+            Ok(job) => return Some(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => db.recover(retry_at),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
 fn writer_loop(
-    db: &Database,
+    db: &Reopenable,
     rx: &mpsc::Receiver<Job>,
     clock: &Clock,
     observer: &dyn Observer,
     state: &Mutex<WriterState>,
 ) {
-    while let Ok(first) = rx.recv() {
+    let mut retry_at: Option<Instant> = None;
+    while let Some(first) = next_job(rx, db, &mut retry_at) {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -324,7 +368,18 @@ fn writer_loop(
             std::panic::catch_unwind(AssertUnwindSafe(|| run_group(db, group, clock, state)));
         match result {
             Ok(Ok(())) => observer.index_commit(started.elapsed(), writes),
-            Ok(Err(why)) => tracing::error!(error = %why, "index commit failed"),
+            Ok(Err((group, why))) => {
+                tracing::error!(error = %why, writes, "index commit failed");
+                // The state is set, and the database reopened if it latched
+                // the error, before anyone is answered: a caller that learns
+                // of the failure sees it in `health`, and its next request
+                // meets the reopened database.
+                state.lock().expect("writer state").failure = Some(why.to_string());
+                db.recover(&mut retry_at);
+                for job in group {
+                    (job.finish)(Outcome::Failed(why.clone()));
+                }
+            }
             Err(p) => {
                 let why = format!(
                     "the index writer panicked: {}",
@@ -337,27 +392,27 @@ fn writer_loop(
     }
 }
 
+/// A group that did not commit: its jobs, still to be answered, and why.
+type Failed = (Vec<Job>, Failure);
+
 /// Runs a group of jobs in one transaction, redoing it without any job
-/// that failed half way; answers every job.
+/// that failed half way. Answers every job of a group that commits (or is
+/// left empty); hands back those of a group that fails.
 fn run_group(
-    db: &Database,
+    db: &Reopenable,
     mut group: Vec<Job>,
     clock: &Clock,
     state: &Mutex<WriterState>,
-) -> std::result::Result<(), String> {
-    // The state is set before anyone is answered, so a caller that learns
-    // of a failure sees it in `health` too.
-    let fail_all = |group: Vec<Job>, why: String| {
-        state.lock().expect("writer state").failure = Some(why.clone());
-        for job in group {
-            (job.finish)(Outcome::Failed(why.clone()));
-        }
-        why
+) -> std::result::Result<(), Failed> {
+    let failed = |e: Error| Failure::of(&e);
+    let db = match db.current() {
+        Ok(db) => db,
+        Err(e) => return Err((group, failed(e))),
     };
     loop {
         let txn = match db.begin_write() {
             Ok(t) => t,
-            Err(e) => return Err(fail_all(group, e.to_string())),
+            Err(e) => return Err((group, failed(e.into()))),
         };
         let ctx = JobCtx {
             now_ms: clock.now_ms(),
@@ -372,7 +427,7 @@ fn run_group(
         };
         if let Some(JobEnd::Fatal(why)) = ends.iter().find(|e| matches!(e, JobEnd::Fatal(_))) {
             let _ = txn.abort();
-            return Err(fail_all(group, why.clone()));
+            return Err((group, why.clone()));
         }
         if ends.contains(&JobEnd::Poisoned) {
             let _ = txn.abort();
@@ -398,7 +453,7 @@ fn run_group(
                 }
                 Ok(())
             }
-            Err(e) => Err(fail_all(group, e.to_string())),
+            Err(e) => Err((group, failed(e.into()))),
         };
     }
 }
@@ -477,6 +532,49 @@ mod tests {
             .await;
         assert!(matches!(r, Err(Error::Storage(_))), "{r:?}");
         assert!(db.health().unwrap_err().contains("disk on fire"));
+        db.write(|tx| tx.put(T, "a", &1)).await.unwrap();
+        assert_eq!(db.health(), Ok(()));
+    }
+
+    /// A full disk and a latched or closed database are retryable, each
+    /// kept as such through a failed group commit; the rest is storage.
+    #[test]
+    fn redb_errors_are_classified() {
+        let full = redb::StorageError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(redb_error(full), Error::StorageFull(_)));
+        for latched in [
+            redb::StorageError::PreviousIo,
+            redb::StorageError::DatabaseClosed,
+        ] {
+            assert!(matches!(redb_error(latched), Error::Unavailable(_)));
+        }
+        let other = redb_error(redb::StorageError::Corrupted("x".into()));
+        assert!(matches!(other, Error::Storage(_)));
+        for e in [
+            Error::StorageFull("full".into()),
+            Error::Unavailable("reopening".into()),
+            Error::Storage("broken".into()),
+        ] {
+            let kept = Failure::of(&e).error();
+            assert_eq!(std::mem::discriminant(&kept), std::mem::discriminant(&e));
+            assert_eq!(kept.to_string(), e.to_string());
+        }
+    }
+
+    /// A full disk met inside a transaction fails the group as "storage
+    /// full" for its caller, and health says so until a commit succeeds.
+    #[tokio::test]
+    async fn a_full_disk_keeps_its_kind_through_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir);
+        let r = db
+            .write(|_| -> Result<()> {
+                Err(std::io::Error::from_raw_os_error(libc::ENOSPC).into())
+            })
+            .await;
+        assert!(matches!(r, Err(Error::StorageFull(_))), "{r:?}");
+        assert!(db.health().unwrap_err().contains("storage is full"));
+        assert!(db.capacity().unwrap().unwrap().total_bytes > 0);
         db.write(|tx| tx.put(T, "a", &1)).await.unwrap();
         assert_eq!(db.health(), Ok(()));
     }
