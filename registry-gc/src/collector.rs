@@ -20,6 +20,14 @@ use crate::schedule::Schedule;
 const SCHEDULE_SETTING: &str = "gc_schedule";
 /// How many run reports the history keeps.
 pub const HISTORY: usize = 200;
+/// The cluster-wide lease a run holds: one collection at a time.
+const RUN_LEASE: &str = "gc-run";
+/// The lease a scheduled start takes: one start per scheduled time.
+const SCHEDULE_LEASE: &str = "gc-schedule";
+/// How often a running collection saves its progress and renews its lease.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long the run lease outlives a node that stopped renewing it.
+const RUN_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// What a caller may change for one run.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -197,11 +205,11 @@ impl Collector {
                 report: placeholder.clone(),
             });
         }
-        let id = match self.registry.begin_gc_run().await {
+        let id = match self.claim().await {
             Ok(id) => id,
             Err(e) => {
                 *self.running.lock().expect("running") = None;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let report = Arc::new(Mutex::new(self.new_report(id, &request, trigger, actor)));
@@ -217,10 +225,47 @@ impl Collector {
                 dry_run = request.dry_run,
                 "garbage collection started"
             );
+            let heartbeat = this.clone().heartbeat(report.clone());
             let outcome = this.execute(&report, &policy, request.dry_run).await;
+            heartbeat.abort();
+            let _ = heartbeat.await;
             this.conclude(&report, outcome, t.elapsed()).await
         });
         Ok((id, handle))
+    }
+
+    /// Takes the cluster-wide run lease and reserves a run id.
+    async fn claim(&self) -> Result<u64, GcError> {
+        if !self.registry.lease(RUN_LEASE, RUN_LEASE_TTL).await? {
+            return Err(GcError::RunningElsewhere);
+        }
+        match self.registry.begin_gc_run().await {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                let _ = self.registry.end_lease(RUN_LEASE).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// While a run goes on: saves its report for the other nodes to show,
+    /// and renews its lease.
+    fn heartbeat(self: Arc<Self>, report: Arc<Mutex<RunReport>>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let r = report.lock().expect("report").clone();
+                let json = serde_json::to_vec(&r).expect("report serializes");
+                if let Err(e) = self.registry.save_gc_progress(r.id, json).await {
+                    tracing::warn!(run = r.id, error = %e, "could not save the run's progress");
+                }
+                if let Err(e) = self.registry.lease(RUN_LEASE, RUN_LEASE_TTL).await {
+                    tracing::warn!(run = r.id, error = %e, "could not renew the run lease");
+                }
+            }
+        })
     }
 
     /// Records how a run ended and frees the slot.
@@ -275,6 +320,9 @@ impl Collector {
             .await
         {
             tracing::error!(run = r.id, error = %e, "could not record the run");
+        }
+        if let Err(e) = self.registry.end_lease(RUN_LEASE).await {
+            tracing::warn!(run = r.id, error = %e, "could not give the run lease up");
         }
         let mut running = self.running.lock().expect("running");
         *report.lock().expect("report") = r.clone();
@@ -378,10 +426,7 @@ impl Collector {
                 let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {
-                        match this.start(RunRequest::default(), "schedule", "scheduler").await {
-                            Ok(id) => tracing::info!(run = id, "scheduled garbage collection"),
-                            Err(e) => tracing::warn!(error = %e, "scheduled garbage collection skipped"),
-                        }
+                        this.scheduled_start().await;
                         // Do not fire twice for the same minute.
                         tokio::time::sleep(Duration::from_millis(1100)).await;
                     }
@@ -393,6 +438,33 @@ impl Collector {
                 }
             }
         })
+    }
+
+    /// Starts the scheduled run, unless another node of the cluster already
+    /// did for this scheduled time.
+    async fn scheduled_start(self: &Arc<Self>) {
+        match self
+            .registry
+            .lease(SCHEDULE_LEASE, Duration::from_secs(90))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("scheduled garbage collection started by another node");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduled garbage collection skipped");
+                return;
+            }
+        }
+        match self
+            .start(RunRequest::default(), "schedule", "scheduler")
+            .await
+        {
+            Ok(id) => tracing::info!(run = id, "scheduled garbage collection"),
+            Err(e) => tracing::warn!(error = %e, "scheduled garbage collection skipped"),
+        }
     }
 
     /// Forgets, once a minute, HEAD/GET confirmations older than the

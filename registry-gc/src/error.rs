@@ -5,6 +5,9 @@ pub enum GcError {
     /// A run is already in progress; carries its id.
     #[error("garbage collection run {0} is already in progress")]
     Running(u64),
+    /// Another node of the cluster is collecting.
+    #[error("a garbage collection run is in progress on another node")]
+    RunningElsewhere,
     #[error("invalid setting: {0}")]
     Invalid(String),
     #[error(transparent)]

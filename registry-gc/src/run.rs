@@ -252,10 +252,9 @@ impl Collector {
         seen_cutoff_ms: u64,
         grace: Duration,
     ) -> Result<Vec<(Digest, u64)>, GcError> {
-        let candidates: Vec<Digest> = page
+        let candidates: Vec<UnreferencedBlob> = page
             .into_iter()
             .filter(|b| b.seen_ms <= seen_cutoff_ms)
-            .map(|b| b.digest)
             .collect();
         if candidates.is_empty() {
             return Ok(Vec::new());

@@ -87,6 +87,11 @@ impl From<GcError> for ApiError {
                 out.detail = json!({ "running": id });
                 out
             }
+            GcError::RunningElsewhere => {
+                let mut out = ApiError::new(StatusCode::CONFLICT, ErrorCode::Denied, e.to_string());
+                out.code = "GC_RUNNING";
+                out
+            }
             GcError::Invalid(msg) => invalid(msg),
             GcError::Core(e) => e.into(),
         }

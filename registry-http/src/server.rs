@@ -63,7 +63,7 @@ pub struct App {
 }
 
 /// How the HTTP layer behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AppOptions {
     /// `POST ?mount=<digest>` without `from=` mounts a blob stored anywhere.
     pub automatic_mount: bool,
@@ -73,6 +73,9 @@ pub struct AppOptions {
     pub secure_cookies: bool,
     /// Blob GETs redirect to the blob store's presigned URLs.
     pub blob_redirect: bool,
+    /// The key UI sessions are signed with, shared by a cluster's nodes
+    /// (`None`: one of this process).
+    pub ui_key: Option<Vec<u8>>,
 }
 
 enum Handler {
@@ -138,6 +141,7 @@ impl App {
         auth: Arc<Auth>,
         options: AppOptions,
     ) -> App {
+        let ui_key = options.ui_key.clone();
         App {
             api: Api {
                 registry: registry.clone(),
@@ -153,6 +157,7 @@ impl App {
                     collector.clone(),
                     auth.clone(),
                     options.secure_cookies,
+                    ui_key,
                 )
             }),
             auth,

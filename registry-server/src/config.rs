@@ -25,6 +25,11 @@ pub struct Storage {
     /// and credentials from the `AWS_*` variables); unset: the data
     /// directory.
     pub blob_store: Option<String>,
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` for an index several nodes
+    /// share; unset: the embedded index file in the data directory.
+    pub index: Option<String>,
+    /// Connections each node keeps to the index database.
+    pub index_pool_size: usize,
     /// Answer blob GETs with a 307 to a presigned URL of the object store,
     /// so clients download from it directly.
     pub blob_redirect: bool,
@@ -42,6 +47,8 @@ impl Default for Storage {
     fn default() -> Storage {
         Storage {
             blob_store: None,
+            index: None,
+            index_pool_size: 32,
             blob_redirect: false,
             part_size: 8 << 20,
             request_timeout: Duration::from_secs(300),
@@ -152,6 +159,7 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub blob_store: Option<String>,
+    pub index: Option<String>,
     pub blob_redirect: Option<bool>,
     pub min_free_bytes: Option<u64>,
 }
@@ -217,6 +225,9 @@ impl Config {
         }
         if let Some(s) = &overrides.blob_store {
             config.storage.blob_store = Some(s.clone());
+        }
+        if let Some(s) = &overrides.index {
+            config.storage.index = Some(s.clone());
         }
         if let Some(b) = overrides.blob_redirect {
             config.storage.blob_redirect = b;

@@ -73,6 +73,11 @@ pub struct StoreArgs {
     /// HTTP). Default: the data directory.
     #[arg(long)]
     pub blob_store: Option<String>,
+    /// Keep the index in PostgreSQL, `postgres://USER@HOST:PORT/DB`, so that
+    /// several nodes can serve one registry. Default: the embedded index
+    /// file in the data directory.
+    #[arg(long)]
+    pub index: Option<String>,
 }
 
 #[derive(Args, Default)]

@@ -36,6 +36,7 @@ fn overrides(args: ServeArgs) -> (Option<std::path::PathBuf>, Overrides) {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         blob_store: args.store.blob_store,
+        index: args.store.index,
         blob_redirect: args.blob_redirect,
         min_free_bytes: args.min_free_bytes,
     };
@@ -130,11 +131,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .register(Box::new(log_sink::DROPPED.clone()))
         .context("registering the dropped log lines counter")?;
     let store = open_store(&config, clock.clone(), metrics.clone())
+        .await
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     store.recover().await?;
     let collector = start_collector(&store, &config, &metrics, &overrides.gc_schedule).await?;
+    // A cluster's nodes sign tokens and UI sessions with keys they share.
+    let (token_key, ui_key) = match store.shared {
+        true => (
+            Some(store.registry.shared_secret("token").await?),
+            Some(store.registry.shared_secret("ui-session").await?),
+        ),
+        false => (None, None),
+    };
     let auth = Arc::new(
-        Auth::new(&config.auth, &config.data_dir, clock).context("setting up authentication")?,
+        Auth::new(&config.auth, &config.data_dir, clock, token_key)
+            .context("setting up authentication")?,
     );
     let tls = config
         .tls
@@ -156,6 +167,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ui: config.ui,
         secure_cookies: tls.is_some(),
         blob_redirect: config.storage.blob_redirect,
+        ui_key,
     };
     let app = Arc::new(App::new(
         store.registry.clone(),

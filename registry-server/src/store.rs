@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use registry_core::blob::{BlobStore, FsBlobStore};
-use registry_core::coord::InProcess;
+use registry_core::coord::{Coordination, InProcess, Shared};
+use registry_core::db::Db;
 use registry_core::index::Index;
+use registry_core::model;
 use registry_core::observe::{NoObserver, Observer};
 use registry_core::registry::Recovery;
 use registry_core::{Clock, Limits, Options, Registry};
+use registry_pg::{PgBackend, PgOptions};
 use registry_s3::{Location, S3BlobStore, S3Options};
 
 use crate::StoreArgs;
@@ -18,6 +21,8 @@ use crate::config::{Config, Overrides};
 /// The opened store.
 pub struct Store {
     pub registry: Arc<Registry>,
+    /// Whether the index is shared by several nodes (PostgreSQL).
+    pub shared: bool,
     /// The filesystem blob store, if blobs live in the data directory (it
     /// may hold an older release's trash).
     fs: Option<Arc<FsBlobStore>>,
@@ -45,10 +50,53 @@ fn open_blobs(config: &Config, observer: Arc<dyn Observer>) -> anyhow::Result<Bl
     Ok((Arc::new(s3), None))
 }
 
-/// Opens the blob directory and the index file under the data directory,
-/// dating everything by `clock` and reporting commits and fences to
-/// `observer`.
-pub fn open_store(
+/// The index a configuration names, with the coordination that goes with
+/// it: the embedded file and this process's memory, or PostgreSQL and the
+/// index itself (several nodes).
+async fn open_index(
+    config: &Config,
+    clock: &Clock,
+    observer: Arc<dyn Observer>,
+) -> anyhow::Result<(Index, Arc<dyn Coordination>)> {
+    let Some(url) = &config.storage.index else {
+        let index = Index::open_redb_with(
+            &config.index_path(),
+            usize::try_from(config.limits.index_cache_bytes).unwrap_or(usize::MAX),
+            clock.clone(),
+            observer.clone(),
+        )?;
+        let node = InProcess::new(config.gc.fence_wait, clock.clone(), observer);
+        return Ok((index, Arc::new(node)));
+    };
+    let options = PgOptions {
+        pool_size: config.storage.index_pool_size,
+        ..PgOptions::default()
+    };
+    let backend = PgBackend::connect(url, model::TABLES, clock.clone(), options)
+        .await
+        .with_context(|| format!("opening the index database {}", redacted(url)))?;
+    let db = Db::new(Arc::new(backend), clock.clone());
+    let node = Shared::new(db.clone(), clock);
+    Ok((Index::new(db), Arc::new(node)))
+}
+
+/// A database URL without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
+            let user = rest[..at - scheme.len() - 3]
+                .split(':')
+                .next()
+                .unwrap_or("");
+            format!("{scheme}://{user}@{}", &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the blob store and the index a configuration names, dating
+/// everything by `clock` and reporting commits and fences to `observer`.
+pub async fn open_store(
     config: &Config,
     clock: Clock,
     observer: Arc<dyn Observer>,
@@ -56,13 +104,7 @@ pub fn open_store(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let (blobs, fs) = open_blobs(config, observer.clone())?;
-    let index = Index::open_redb_with(
-        &config.index_path(),
-        usize::try_from(config.limits.index_cache_bytes).unwrap_or(usize::MAX),
-        clock.clone(),
-        observer.clone(),
-    )?;
-    let node = Arc::new(InProcess::new(config.gc.fence_wait, clock, observer));
+    let (index, node) = open_index(config, &clock, observer).await?;
     let options = Options {
         limits: Limits {
             max_manifest_bytes: config.limits.max_manifest_bytes,
@@ -76,7 +118,11 @@ pub fn open_store(
         activity_retention: config.activity_retention,
     };
     let registry = Arc::new(Registry::new(index, blobs, node, options));
-    Ok(Store { registry, fs })
+    Ok(Store {
+        registry,
+        shared: config.storage.index.is_some(),
+        fs,
+    })
 }
 
 impl Store {
@@ -105,16 +151,19 @@ pub async fn open_stopped_store(args: &StoreArgs) -> anyhow::Result<(Config, Sto
     let overrides = Overrides {
         data_dir: args.data_dir.clone(),
         blob_store: args.blob_store.clone(),
+        index: args.index.clone(),
         ..Overrides::default()
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     crate::init_logging(config.log_format);
-    let store = open_store(&config, Clock::system(), Arc::new(NoObserver)).with_context(|| {
-        format!(
-            "opening the store in {} (is a server still running on it?)",
-            config.data_dir.display()
-        )
-    })?;
+    let store = open_store(&config, Clock::system(), Arc::new(NoObserver))
+        .await
+        .with_context(|| {
+            format!(
+                "opening the store in {} (is a server still running on it?)",
+                config.data_dir.display()
+            )
+        })?;
     store.recover().await?;
     Ok((config, store))
 }

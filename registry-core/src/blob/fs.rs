@@ -401,6 +401,11 @@ impl BlobStore for FsBlobStore {
         blocking(move || list_page(&root, after.as_ref(), limit)).await
     }
 
+    async fn upload_lost(&self, id: &str, offset: u64, _state: &[u8]) -> Result<bool> {
+        let exists = tokio::fs::try_exists(self.upload_path(id)).await?;
+        Ok(offset > 0 && !exists)
+    }
+
     async fn list_uploads(&self) -> Result<Vec<String>> {
         let dir = self.root.join("uploads");
         blocking(move || {

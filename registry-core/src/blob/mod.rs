@@ -105,6 +105,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every upload area id (start-up recovery and checks).
     async fn list_uploads(&self) -> Result<Vec<String>>;
 
+    /// Whether a recorded session (`offset` bytes, the store's `state`) lost
+    /// its data to a crash (the process died between moving the data into
+    /// place and recording the blob). By default never: a store that cannot
+    /// tell lets the next append or commit find out.
+    async fn upload_lost(&self, _id: &str, _offset: u64, _state: &[u8]) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Moves a blob whose bytes are corrupt out of its content address into
     /// a quarantine area, kept for inspection.
     async fn quarantine(&self, digest: &Digest) -> Result<()>;

@@ -77,6 +77,19 @@ pub fn save_gc_run(tx: &mut Tx<'_>, id: u64, report: &[u8]) -> Result<()> {
     tx.put(GC_RUNS, id, &report.to_vec())
 }
 
+/// Saves a running collection's report, unless the run has finished
+/// meanwhile (progress saved late must not hide the final report).
+pub fn save_gc_progress(tx: &mut Tx<'_>, id: u64, report: &[u8]) -> Result<()> {
+    let finished = tx.get(GC_RUNS, id)?.is_some_and(|old| {
+        serde_json::from_slice::<serde_json::Value>(&old)
+            .is_ok_and(|v| v.get("state").is_some_and(|s| s != "running"))
+    });
+    if finished {
+        return Ok(());
+    }
+    save_gc_run(tx, id, report)
+}
+
 /// The newest `limit` run reports, newest first.
 pub fn gc_runs(r: &impl Reads, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
     r.scan_back(GC_RUNS, None).take(limit).collect()

@@ -14,7 +14,9 @@
 //! - [`uploads`]: upload sessions;
 //! - [`log`]: activity log, GC run history and settings;
 //! - [`recount`]: recomputing every derived record (integrity check);
-//! - [`views`]: what listings and the web UI read.
+//! - [`views`]: what listings and the web UI read;
+//! - [`shared`]: what the nodes of a cluster share (confirmations, sweeps,
+//!   empty upload sessions, leases).
 //!
 //! **Architecture Invariant:** reference counts change only in [`refs`],
 //! called from the transaction that stores or deletes the referencing
@@ -32,6 +34,7 @@ pub mod log;
 pub mod manifests;
 pub mod recount;
 pub mod refs;
+pub mod shared;
 pub mod uploads;
 pub mod views;
 
@@ -80,6 +83,15 @@ pub const GC_RUNS: Table<u64, Vec<u8>> = Table::new("gc_runs");
 pub const SETTINGS: Table<String, String> = Table::new("settings");
 /// sequence number -> an activity entry (JSON), oldest first
 pub const ACTIVITY: Table<u64, Vec<u8>> = Table::new("activity");
+/// blob digest -> unix ms a client last confirmed it while unreferenced
+/// (cluster mode; see [`shared`])
+pub const CONFIRMED: Table<String, u64> = Table::new("confirmed");
+/// blob digest -> its sweep generation and whether a sweep is deleting it
+pub const SWEEPS: Table<String, shared::SweepRow> = Table::new("sweeps");
+/// upload id -> a session that holds no data yet (cluster mode)
+pub const EMPTY_UPLOADS: Table<String, Upload> = Table::new("empty_uploads");
+/// name -> who holds the lease, until when
+pub const LEASES: Table<String, shared::LeaseRow> = Table::new("leases");
 
 /// Every table of the schema (back ends create them up front).
 pub const TABLES: &[&str] = &[
@@ -100,6 +112,10 @@ pub const TABLES: &[&str] = &[
     GC_RUNS.name,
     SETTINGS.name,
     ACTIVITY.name,
+    CONFIRMED.name,
+    SWEEPS.name,
+    EMPTY_UPLOADS.name,
+    LEASES.name,
 ];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

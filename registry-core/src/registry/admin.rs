@@ -131,6 +131,48 @@ impl Registry {
         self.index.gc_runs(limit).await
     }
 
+    /// Takes (or renews) the cluster-wide lease `name` for this node; `false`
+    /// while another node holds it.
+    pub async fn lease(&self, name: &str, ttl: std::time::Duration) -> Result<bool> {
+        self.node.lease(name, ttl).await
+    }
+
+    pub async fn end_lease(&self, name: &str) -> Result<()> {
+        self.node.end_lease(name).await
+    }
+
+    /// Saves a running collection's report, so every node can show it.
+    pub async fn save_gc_progress(&self, id: u64, report: Vec<u8>) -> Result<()> {
+        self.index
+            .db()
+            .write(move |tx| log::save_gc_progress(tx, id, &report))
+            .await
+    }
+
+    /// A secret every node shares (token and session signing keys in a
+    /// cluster): made at random the first time it is asked for, then kept
+    /// in the index.
+    pub async fn shared_secret(&self, name: &str) -> Result<Vec<u8>> {
+        let key = format!("secret/{name}");
+        let fresh: String = (0..64).map(|_| format!("{:02x}", rand_byte())).collect();
+        let hex = self
+            .index
+            .db()
+            .write(move |tx| match log::setting(tx, &key)? {
+                Some(v) => Ok(v),
+                None => {
+                    log::set_setting(tx, &key, Some(&fresh))?;
+                    Ok(fresh.clone())
+                }
+            })
+            .await?;
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| crate::Error::Storage(format!("shared secret {name}: {e}")))
+    }
+
     /// A setting changed at run time.
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {
         self.index.setting(key).await
@@ -164,4 +206,10 @@ impl Registry {
             filesystems,
         }
     }
+}
+
+/// A random byte (secrets are made from uuid v4s, the randomness the core
+/// already depends on).
+fn rand_byte() -> u8 {
+    uuid::Uuid::new_v4().as_bytes()[0]
 }

@@ -7,6 +7,7 @@ use crate::blob::ByteStream;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::index::commit_blob;
+use crate::model::shared::check_pass;
 use crate::model::{log, refs};
 use crate::names::RepoName;
 
@@ -82,8 +83,56 @@ impl Registry {
         digest: &Digest,
         from: Option<&RepoName>,
     ) -> Result<Option<u64>> {
-        let _pass = self.node.pass().await?;
-        self.index.mount_blob(repo, digest, from).await
+        let pass = self.node.pass(std::slice::from_ref(digest)).await?;
+        let (r, d, from) = (
+            repo.to_string(),
+            digest.to_string(),
+            from.map(|f| f.to_string()),
+        );
+        let mounted = self
+            .index
+            .db()
+            .write(move |tx| {
+                check_pass(tx, &pass.conditions)?;
+                refs::mount_blob(tx, &r, &d, from.as_deref())
+            })
+            .await;
+        self.noted(mounted)
+    }
+
+    /// Counts a commit refused because a sweep held its blob.
+    fn noted<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(Error::Unavailable(_)) = &r {
+            self.node.refused();
+        }
+        r
+    }
+
+    /// Records a blob whose bytes are at their content address, if no sweep
+    /// took them since `pass` was read.
+    async fn record_blob(
+        &self,
+        pass: &crate::coord::Pass,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        closes: Option<&str>,
+    ) -> Result<()> {
+        let conditions = pass.conditions.clone();
+        let (r, d, closes) = (
+            repo.to_string(),
+            digest.to_string(),
+            closes.map(str::to_owned),
+        );
+        let recorded = self
+            .index
+            .db()
+            .write(move |tx| {
+                check_pass(tx, &conditions)?;
+                commit_blob(tx, &r, &d, size, closes.as_deref())
+            })
+            .await;
+        self.noted(recorded)
     }
 
     /// Receives a whole blob in one request and stores it under `digest`.
@@ -96,7 +145,7 @@ impl Registry {
         let id = new_upload_id();
         let limit = self.options.limits.max_blob_bytes;
         let staged = self.blobs.stage(&id, digest, body, limit).await?;
-        let pass = match self.node.pass().await {
+        let pass = match self.node.pass(std::slice::from_ref(digest)).await {
             Ok(p) => p,
             Err(e) => {
                 let _ = self.blobs.discard(staged, digest).await;
@@ -104,12 +153,7 @@ impl Registry {
             }
         };
         let size = self.blobs.publish(staged, digest).await?;
-        let (r, d) = (repo.to_string(), digest.to_string());
-        self.index
-            .db()
-            .write(move |tx| commit_blob(tx, &r, &d, size, None))
-            .await?;
-        drop(pass);
+        self.record_blob(&pass, repo, digest, size, None).await?;
         Ok(size)
     }
 
@@ -124,19 +168,11 @@ impl Registry {
         closes: Option<&str>,
     ) -> Result<u64> {
         let size = got.offset;
-        let _pass = self.node.pass().await?;
+        let pass = self.node.pass(std::slice::from_ref(digest)).await?;
         self.blobs
             .commit_upload(id, size, got.hasher, &got.state, digest)
             .await?;
-        let (r, d, closes) = (
-            repo.to_string(),
-            digest.to_string(),
-            closes.map(str::to_owned),
-        );
-        self.index
-            .db()
-            .write(move |tx| commit_blob(tx, &r, &d, size, closes.as_deref()))
-            .await?;
+        self.record_blob(&pass, repo, digest, size, closes).await?;
         Ok(size)
     }
 }

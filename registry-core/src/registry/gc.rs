@@ -88,10 +88,9 @@ impl Registry {
             .into_iter()
             .filter(|b| b.seen_ms <= seen_cutoff_ms)
             .collect();
-        let digests: Vec<Digest> = old.iter().map(|b| b.digest.clone()).collect();
         let free: HashSet<Digest> = self
             .node
-            .doom(&digests, grace, online, true)
+            .doom(&old, grace, online, true)
             .await?
             .into_iter()
             .collect();
@@ -123,20 +122,28 @@ impl Registry {
     /// module documentation) and returns them.
     pub async fn sweep(
         &self,
-        candidates: &[Digest],
+        candidates: &[UnreferencedBlob],
         seen_cutoff_ms: u64,
         grace: Duration,
         online: bool,
     ) -> Result<Swept> {
         let closed = self.node.close().await?;
         let doomed = self.node.doom(candidates, grace, online, false).await?;
-        let removed = self.index.remove_blobs(&doomed, seen_cutoff_ms).await?;
+        let removed = self.index.remove_blobs(&doomed, seen_cutoff_ms).await;
+        let removed = match removed {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.node.release(&doomed).await;
+                return Err(e);
+            }
+        };
         let gone: Vec<Digest> = removed.iter().map(|(d, _)| d.clone()).collect();
         if let Err(e) = self.blobs.delete(&gone).await {
             // The rows are gone: the files left are orphans, which the next
             // reconciliation removes.
             tracing::warn!(error = %e, "could not delete swept blobs; reconciliation will");
         }
+        self.node.release(&doomed).await?;
         let fence = closed.elapsed();
         drop(closed);
         Ok(Swept { removed, fence })
@@ -165,8 +172,10 @@ impl Registry {
             });
         }
         let closed = self.node.close().await?;
+        let held: Vec<Digest> = orphans.iter().map(|(d, _)| d.clone()).collect();
+        self.node.hold(&held).await?;
         // A commit in flight when the page was read has finished now (the
-        // fence waited for it): look again.
+        // fence waited for it, or will be refused): look again.
         let mut still = Vec::with_capacity(orphans.len());
         for (d, size) in orphans {
             if self.index.blob(&d).await?.is_none() {
@@ -175,7 +184,9 @@ impl Registry {
         }
         orphans = still;
         let digests: Vec<Digest> = orphans.iter().map(|(d, _)| d.clone()).collect();
-        self.blobs.delete(&digests).await?;
+        let deleted = self.blobs.delete(&digests).await;
+        self.node.release(&held).await?;
+        deleted?;
         let fence = closed.elapsed();
         drop(closed);
         Ok(Reconciled {

@@ -53,7 +53,7 @@ impl Registry {
         };
         let (r, link_foreign) = (repo.to_string(), self.options.link_foreign_blobs);
         let retain = self.options.activity_retention;
-        let _pass = self.node.pass().await?;
+        let _pass = self.node.pass(&[]).await?;
         self.index
             .db()
             .write(move |tx| {

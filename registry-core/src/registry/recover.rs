@@ -21,21 +21,26 @@ pub struct Recovery {
 impl Registry {
     /// A session whose data is gone (the process died between moving the
     /// data into place and recording the blob) is dropped, so its client
-    /// restarts the upload; upload data no session owns is deleted.
+    /// restarts the upload; upload data no session owns is deleted (on a
+    /// node alone).
     pub async fn recover(&self) -> Result<Recovery> {
         let sessions = self.index.uploads().await?;
-        let files: HashSet<String> = self.blobs.list_uploads().await?.into_iter().collect();
-        let ids: HashSet<&str> = sessions.iter().map(|(id, _)| id.as_str()).collect();
         let mut out = Recovery::default();
-        for (id, _) in &sessions {
-            if !files.contains(id) {
+        for (id, u) in &sessions {
+            if self.blobs.upload_lost(id, u.offset, &u.store_state).await? {
                 self.index.delete_upload(id).await?;
                 out.sessions_dropped += 1;
             }
         }
-        for f in &files {
-            if !ids.contains(f.as_str()) && valid_upload_id(f) {
-                self.blobs.delete_upload(f, &[]).await?;
+        // Other nodes may be between storing a first chunk and recording
+        // its session: only a node alone may take unowned data for garbage.
+        if !self.node.solitary() {
+            return Ok(out);
+        }
+        let ids: HashSet<&str> = sessions.iter().map(|(id, _)| id.as_str()).collect();
+        for f in self.blobs.list_uploads().await? {
+            if !ids.contains(f.as_str()) && valid_upload_id(&f) {
+                self.blobs.delete_upload(&f, &[]).await?;
                 out.files_removed += 1;
             }
         }

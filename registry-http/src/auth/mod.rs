@@ -221,7 +221,14 @@ fn scope_of(need: &Need) -> Option<String> {
 impl Auth {
     /// Builds the runtime from the configuration; `data_dir` holds the
     /// token secret by default.
-    pub fn new(config: &AuthConfig, data_dir: &Path, clock: Clock) -> anyhow::Result<Auth> {
+    /// `shared_secret` signs Berth's own tokens when no secret file is
+    /// configured (a cluster's nodes share it through the index).
+    pub fn new(
+        config: &AuthConfig,
+        data_dir: &Path,
+        clock: Clock,
+        shared_secret: Option<Vec<u8>>,
+    ) -> anyhow::Result<Auth> {
         let htpasswd = match (&config.htpasswd, config.mode) {
             (Some(path), _) => Some(Htpasswd::open(path)?),
             (None, Mode::Htpasswd) => anyhow::bail!(
@@ -233,11 +240,15 @@ impl Auth {
             .map_err(|e| anyhow::anyhow!("auth policy: {e}"))?;
         let tokens = if config.mode == Mode::Token {
             let t = &config.token;
-            let secret_path = t
-                .secret_file
-                .clone()
-                .unwrap_or_else(|| data_dir.join("auth").join("token.secret"));
-            let secret = token::load_or_create_secret(&secret_path)?;
+            let secret = match (&t.secret_file, shared_secret) {
+                (None, Some(shared)) => shared,
+                (file, _) => {
+                    let path = file
+                        .clone()
+                        .unwrap_or_else(|| data_dir.join("auth").join("token.secret"));
+                    token::load_or_create_secret(&path)?
+                }
+            };
             let mut tokens = Tokens::new(&t.service, &t.issuer, t.lifetime, &secret, clock);
             if let Some(issuer) = &t.trust_issuer {
                 tokens.trust(

@@ -89,11 +89,16 @@ impl Ui {
         collector: Arc<Collector>,
         auth: Arc<Auth>,
         secure: bool,
+        key: Option<Vec<u8>>,
     ) -> Ui {
-        // Sessions are signed with a key of this process: a restart signs
-        // everyone out, which is acceptable for an admin UI.
-        let mut key = vec![0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        // Sessions are signed with the key the cluster's nodes share, or
+        // one of this process (a restart then signs everyone out, which is
+        // acceptable for an admin UI on one node).
+        let key = key.unwrap_or_else(|| {
+            let mut key = vec![0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+            key
+        });
         Ui {
             registry,
             collector,

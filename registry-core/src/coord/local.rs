@@ -1,28 +1,4 @@
-//! State that requests and the garbage collector share outside the index:
-//! the write fence, HEAD/GET confirmations with the doomed set of a sweep,
-//! upload sessions that hold no data yet, and per-session upload locks.
-//!
-//! [`Coordination`] is what a node needs from that state; [`InProcess`]
-//! keeps it in this process's memory (one node). A cluster keeps it where
-//! every node sees it.
-//!
-//! Why a fence at all, when the index is transactional? Storing a blob is
-//! two steps on two systems: put the bytes at their content address, then
-//! commit the index row. A sweep is the same two steps backwards (commit
-//! the rows' removal, then delete the bytes). If the two interleave, an
-//! upload can put its bytes in place just before the sweep deletes them and
-//! then commit a row naming bytes that are gone. So every request that
-//! commits a blob or a manifest passes the fence (shared), and a sweep
-//! closes it (exclusive) for one bounded batch. Reads never touch the fence.
-//!
-//! Why confirmations? The docker push sequence is HEAD blob -> skip the
-//! upload -> PUT manifest. A blob nothing references yet must survive the
-//! gap. A HEAD or GET "confirms" a blob (a restart instead protects
-//! everything for one grace period), and a sweep only takes blobs not
-//! confirmed within the grace period. Marking the sweep's batch "doomed" and
-//! checking confirmations happen under one lock, so a HEAD either protects
-//! a blob before the sweep looks, or answers 404 for it (the client then
-//! uploads it again, after the fence).
+//! The shared state of a single node, in this process's memory.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,96 +8,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::{OwnedMutexGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
+use super::{Closed, Coordination, FenceCounts, Pass, UploadLock};
 use crate::clock::Clock;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::index::Upload;
+use crate::index::{UnreferencedBlob, Upload};
 use crate::observe::Observer;
-
-/// Held by a request while it commits a blob or a manifest.
-pub struct Pass {
-    _held: Box<dyn Send + Sync>,
-}
-
-/// Held by a sweep while the fence is closed; dropping it reopens the fence
-/// and forgets the doomed set.
-pub struct Closed {
-    since: Instant,
-    _held: Box<dyn Send + Sync>,
-}
-
-impl Closed {
-    pub fn elapsed(&self) -> Duration {
-        self.since.elapsed()
-    }
-}
-
-/// Held while a request works on an upload session.
-pub struct UploadLock {
-    _held: Box<dyn Send + Sync>,
-}
-
-/// Counters about the fence since start.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct FenceCounts {
-    /// Times the fence was closed.
-    pub closed: u64,
-    /// Writes that found the fence closed and waited for it.
-    pub writes_waited: u64,
-    /// Writes refused because the fence stayed closed past the wait bound.
-    pub writes_refused: u64,
-}
-
-#[async_trait]
-pub trait Coordination: Send + Sync + 'static {
-    /// Passes the fence for one commit, waiting for it to open up to the
-    /// bound; past that, a retryable `Unavailable`.
-    async fn pass(&self) -> Result<Pass>;
-
-    /// Closes the fence: waits for commits in flight, then holds new ones.
-    async fn close(&self) -> Result<Closed>;
-
-    /// Records that a client confirmed `digest` exists. `false` if the blob
-    /// is being swept right now: the caller must answer as if it were gone.
-    async fn confirm(&self, digest: &Digest) -> Result<bool>;
-
-    /// Of `candidates`, marks as doomed (and returns) those no client
-    /// confirmed within `grace`; with `dry_run`, marks nothing. Nothing is
-    /// taken within `grace` of the node starting (confirmations made
-    /// before it were not kept) unless `since_start` is false.
-    async fn doom(
-        &self,
-        candidates: &[Digest],
-        grace: Duration,
-        since_start: bool,
-        dry_run: bool,
-    ) -> Result<Vec<Digest>>;
-
-    /// Forgets confirmations older than `grace` (they protect nothing).
-    async fn prune(&self, grace: Duration) -> Result<()>;
-
-    fn fence_counts(&self) -> FenceCounts;
-
-    /// How long a commit waits for a closed fence.
-    fn fence_wait(&self) -> Duration;
-
-    /// When this node started (unix ms): protection after a restart runs
-    /// from here.
-    fn started_ms(&self) -> u64;
-
-    // ---- upload sessions that hold no data yet ----
-
-    async fn put_empty_upload(&self, id: &str, upload: Upload) -> Result<()>;
-    async fn empty_upload(&self, id: &str) -> Result<Option<Upload>>;
-    async fn take_empty_upload(&self, id: &str) -> Result<Option<Upload>>;
-    /// Empty sessions not touched since `cutoff_ms`.
-    async fn idle_empty_uploads(&self, cutoff_ms: u64) -> Result<Vec<String>>;
-    async fn empty_upload_count(&self) -> Result<u64>;
-
-    /// One lock per upload session, so two requests on the same session
-    /// cannot interleave their appends.
-    async fn lock_upload(&self, id: &str) -> Result<UploadLock>;
-}
 
 #[derive(Default)]
 struct Protection {
@@ -148,6 +40,8 @@ pub struct InProcess {
     counters: Arc<Counters>,
     empty: Mutex<HashMap<String, Upload>>,
     upload_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// name -> until when (this node is the only holder there is).
+    leases: Mutex<HashMap<String, u64>>,
 }
 
 /// Reopens the fence when dropped: forgets the doomed set, reports how long
@@ -200,6 +94,7 @@ impl InProcess {
             counters: Arc::default(),
             empty: Mutex::default(),
             upload_locks: Arc::default(),
+            leases: Mutex::default(),
         }
     }
 
@@ -225,13 +120,14 @@ impl InProcess {
     fn pass_guard(guard: OwnedRwLockReadGuard<()>) -> Pass {
         Pass {
             _held: Box::new(guard),
+            conditions: Vec::new(),
         }
     }
 }
 
 #[async_trait]
 impl Coordination for InProcess {
-    async fn pass(&self) -> Result<Pass> {
+    async fn pass(&self, _digests: &[Digest]) -> Result<Pass> {
         if let Ok(guard) = self.fence.clone().try_read_owned() {
             return Ok(InProcess::pass_guard(guard));
         }
@@ -276,17 +172,28 @@ impl Coordination for InProcess {
 
     async fn doom(
         &self,
-        candidates: &[Digest],
+        candidates: &[UnreferencedBlob],
         grace: Duration,
         since_start: bool,
         dry_run: bool,
     ) -> Result<Vec<Digest>> {
+        let candidates: Vec<Digest> = candidates.iter().map(|c| c.digest.clone()).collect();
         let mut p = self.protection.lock().expect("protection");
-        let out = self.unprotected(&p, candidates, grace, since_start);
+        let out = self.unprotected(&p, &candidates, grace, since_start);
         if !dry_run {
             p.doomed.extend(out.iter().cloned());
         }
         Ok(out)
+    }
+
+    async fn hold(&self, _digests: &[Digest]) -> Result<()> {
+        // The closed fence holds every commit already.
+        Ok(())
+    }
+
+    async fn release(&self, _digests: &[Digest]) -> Result<()> {
+        // Reopening the fence (dropping `Closed`) forgets the doomed set.
+        Ok(())
     }
 
     async fn prune(&self, grace: Duration) -> Result<()> {
@@ -346,6 +253,19 @@ impl Coordination for InProcess {
         Ok(self.empty.lock().expect("empty uploads").len() as u64)
     }
 
+    async fn lease(&self, name: &str, ttl: Duration) -> Result<bool> {
+        let now = self.clock.now_ms();
+        let mut leases = self.leases.lock().expect("leases");
+        leases.retain(|_, until| *until > now);
+        leases.insert(name.to_owned(), now + ttl.as_millis() as u64);
+        Ok(true)
+    }
+
+    async fn end_lease(&self, name: &str) -> Result<()> {
+        self.leases.lock().expect("leases").remove(name);
+        Ok(())
+    }
+
     async fn lock_upload(&self, id: &str) -> Result<UploadLock> {
         let lock = self
             .upload_locks
@@ -374,6 +294,17 @@ mod tests {
         Digest::sha256_of(b)
     }
 
+    fn blobs(ds: &[Digest]) -> Vec<UnreferencedBlob> {
+        ds.iter()
+            .map(|d| UnreferencedBlob {
+                digest: d.clone(),
+                size: 1,
+                since_ms: 0,
+                seen_ms: 0,
+            })
+            .collect()
+    }
+
     fn node(wait: Duration, clock: &Clock) -> InProcess {
         InProcess::new(wait, clock.clone(), Arc::new(NoObserver))
     }
@@ -385,7 +316,7 @@ mod tests {
         let minute = Duration::from_secs(60);
         assert!(f.confirm(&d(b"a")).await.unwrap());
         let doomed = f
-            .doom(&[d(b"a"), d(b"b")], minute, false, false)
+            .doom(&blobs(&[d(b"a"), d(b"b")]), minute, false, false)
             .await
             .unwrap();
         assert_eq!(doomed, vec![d(b"b")]);
@@ -394,16 +325,22 @@ mod tests {
             "a doomed blob reads as gone"
         );
         // Nothing at all within the grace period after start.
-        let early = f.doom(&[d(b"c")], minute, true, false).await.unwrap();
+        let early = f
+            .doom(&blobs(&[d(b"c")]), minute, true, false)
+            .await
+            .unwrap();
         assert!(early.is_empty());
         // Once the grace period has passed, the confirmation protects no more.
         clock.advance(minute);
-        let late = f.doom(&[d(b"a")], minute, true, false).await.unwrap();
+        let late = f
+            .doom(&blobs(&[d(b"a")]), minute, true, false)
+            .await
+            .unwrap();
         assert_eq!(late, vec![d(b"a")]);
         // A dry run marks nothing.
         let g = node(Duration::ZERO, &clock);
         assert_eq!(
-            g.doom(&[d(b"x")], Duration::ZERO, false, true)
+            g.doom(&blobs(&[d(b"x")]), Duration::ZERO, false, true)
                 .await
                 .unwrap(),
             vec![d(b"x")]
@@ -417,9 +354,9 @@ mod tests {
         let f = node(Duration::ZERO, &clock);
         {
             let _closed = f.close().await.unwrap();
-            assert!(matches!(f.pass().await, Err(Error::Unavailable(_))));
+            assert!(matches!(f.pass(&[]).await, Err(Error::Unavailable(_))));
         }
-        assert!(f.pass().await.is_ok());
+        assert!(f.pass(&[]).await.is_ok());
         assert_eq!(f.fence_counts().writes_refused, 1);
         assert_eq!(f.fence_counts().closed, 1);
 
@@ -431,14 +368,14 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
         let t = Instant::now();
-        assert!(f.pass().await.is_ok(), "waits for the fence to open");
+        assert!(f.pass(&[]).await.is_ok(), "waits for the fence to open");
         assert!(t.elapsed() >= Duration::from_millis(20));
         closer.await.unwrap();
         assert_eq!(f.fence_counts().writes_waited, 1);
         // The doomed set is forgotten when the fence opens.
         let closed = f.close().await.unwrap();
         let _ = f
-            .doom(&[d(b"x")], Duration::ZERO, false, false)
+            .doom(&blobs(&[d(b"x")]), Duration::ZERO, false, false)
             .await
             .unwrap();
         drop(closed);
