@@ -172,6 +172,9 @@ impl Collector {
             uploads_deleted: 0,
             orphans_deleted: 0,
             orphan_bytes: 0,
+            protected_blobs: 0,
+            protected_bytes: 0,
+            next_collectable_ms: None,
             fences: 0,
             fence_total_ms: 0.0,
             fence_max_ms: 0.0,
@@ -373,11 +376,16 @@ impl Collector {
 
     /// The last finished run that was not a dry run.
     pub async fn last(&self) -> Result<Option<RunReport>, GcError> {
+        self.last_of(false).await
+    }
+
+    /// The last finished run that was (or was not) a dry run.
+    pub async fn last_of(&self, dry_run: bool) -> Result<Option<RunReport>, GcError> {
         Ok(self
             .history(HISTORY)
             .await?
             .into_iter()
-            .find(|r| r.is_finished() && !r.dry_run))
+            .find(|r| r.is_finished() && r.dry_run == dry_run))
     }
 
     // ---- schedule ----

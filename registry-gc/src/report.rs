@@ -61,6 +61,15 @@ pub struct RunReport {
     pub bytes_freed: u64,
     pub manifests_deleted: u64,
     pub uploads_deleted: u64,
+    /// Unreferenced blobs kept because they were uploaded, mounted or
+    /// confirmed by a client within the grace period, and their bytes.
+    #[serde(default)]
+    pub protected_blobs: u64,
+    #[serde(default)]
+    pub protected_bytes: u64,
+    /// When the first of them becomes collectable (unix ms), at the latest.
+    #[serde(default)]
+    pub next_collectable_ms: Option<u64>,
     /// Files no index row named (left by a crash), found by reconciliation
     /// and deleted, and their bytes.
     #[serde(default)]

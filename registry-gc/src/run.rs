@@ -43,6 +43,32 @@ fn update(report: &Mutex<RunReport>, f: impl FnOnce(&mut RunReport)) {
     f(&mut report.lock().expect("report"));
 }
 
+/// Counts the unreferenced blobs of a page that stayed (uploaded, mounted
+/// or confirmed within the grace period) and when the first becomes
+/// collectable at the latest: a grace period after its upload or mount, or
+/// after now for one a client confirmed.
+fn note_protected(
+    report: &Mutex<RunReport>,
+    offered: &[(Digest, u64, u64)],
+    removed: &[(Digest, u64)],
+    seen_cutoff_ms: u64,
+    grace: Duration,
+) {
+    let grace_ms = grace.as_millis() as u64;
+    let gone: std::collections::HashSet<&Digest> = removed.iter().map(|(d, _)| d).collect();
+    update(report, |r| {
+        for (_, size, seen_ms) in offered.iter().filter(|(d, _, _)| !gone.contains(d)) {
+            r.protected_blobs += 1;
+            r.protected_bytes += size;
+            let at = match *seen_ms > seen_cutoff_ms {
+                true => seen_ms + grace_ms,
+                false => seen_cutoff_ms + 2 * grace_ms,
+            };
+            r.next_collectable_ms = Some(r.next_collectable_ms.map_or(at, |t| t.min(at)));
+        }
+    });
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -216,7 +242,11 @@ impl Collector {
                     break;
                 }
             }
-            let removed = if dry_run {
+            let offered: Vec<(Digest, u64, u64)> = page
+                .iter()
+                .map(|b| (b.digest.clone(), b.size, b.seen_ms))
+                .collect();
+            let removed: Vec<(Digest, u64)> = if dry_run {
                 self.registry
                     .collectable(page, seen_cutoff_ms, grace, self.online)
                     .await?
@@ -226,6 +256,7 @@ impl Collector {
             } else {
                 self.sweep(report, page, seen_cutoff_ms, grace).await?
             };
+            note_protected(report, &offered, &removed, seen_cutoff_ms, grace);
             update(report, |r| {
                 for (d, size) in removed {
                     r.blobs_deleted += 1;

@@ -70,7 +70,7 @@ fn run_unknown(id: Option<u64>) -> ApiError {
         ErrorCode::Unsupported,
         match id {
             Some(id) => format!("no garbage collection run {id}"),
-            None => "no garbage collection run has finished yet".into(),
+            None => "no garbage collection run of that kind has finished yet (dry runs are not savings: ask with ?dry_run=true for the last one)".into(),
         },
     );
     e.code = "RUN_UNKNOWN";
@@ -145,7 +145,7 @@ impl AdminApi {
                 let run = self.collector.run(id).await?.ok_or(run_unknown(Some(id)))?;
                 Ok(json_response(StatusCode::OK, &json!(run)))
             }
-            (Method::GET, Admin::GcLast) => self.gc_last().await,
+            (Method::GET, Admin::GcLast) => self.gc_last(&query).await,
             (Method::GET, Admin::GcSchedule) => Ok(self.schedule_response()),
             (Method::PUT, Admin::GcSchedule) => self.set_schedule(req).await,
             (Method::GET, Admin::GcReclaimable) => self.reclaimable(&query).await,
@@ -185,8 +185,15 @@ impl AdminApi {
         ))
     }
 
-    async fn gc_last(&self) -> AdminResult {
-        let r = self.collector.last().await?.ok_or(run_unknown(None))?;
+    /// The last savings: the last finished run that was not a dry run (dry
+    /// runs free nothing); `?dry_run=true` gives the last dry run instead.
+    async fn gc_last(&self, query: &Query) -> AdminResult {
+        let dry_run = matches!(query.get("dry_run"), Some("1" | "true"));
+        let r = self
+            .collector
+            .last_of(dry_run)
+            .await?
+            .ok_or(run_unknown(None))?;
         Ok(json_response(
             StatusCode::OK,
             &json!({
@@ -198,6 +205,9 @@ impl AdminApi {
                 "manifests_deleted": r.manifests_deleted,
                 "uploads_deleted": r.uploads_deleted,
                 "orphans_deleted": r.orphans_deleted,
+                "dry_run": r.dry_run,
+                "protected_blobs": r.protected_blobs,
+                "protected_bytes": r.protected_bytes,
                 "duration_ms": r.duration_ms,
                 "fences": r.fences,
                 "fence_total_ms": r.fence_total_ms,

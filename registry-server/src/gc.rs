@@ -40,6 +40,19 @@ fn print_report(r: &RunReport, json: bool) {
         r.blobs_deleted,
         human_bytes(r.bytes_freed)
     );
+    if r.protected_blobs > 0 {
+        let when = r
+            .next_collectable_ms
+            .and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64))
+            .map(|t| format!("; the first becomes collectable at {}", t.to_rfc3339()))
+            .unwrap_or_default();
+        println!(
+            "  kept:      {} unreferenced blob(s) ({}) still within the grace period \
+             (uploaded, mounted or pulled recently){when}",
+            r.protected_blobs,
+            human_bytes(r.protected_bytes)
+        );
+    }
     println!("  manifests: {}", r.manifests_deleted);
     println!("  uploads:   {}", r.uploads_deleted);
     if !r.dry_run {
@@ -121,21 +134,67 @@ async fn follow_offline_run(collector: &Collector, id: u64) -> anyhow::Result<Ru
     }
 }
 
+/// The server's URL without credentials, and the credentials: from the
+/// URL's user info, or `--user` with a password from `--password-file`,
+/// `REGISTRY_PASSWORD` or a prompt.
+fn credentials(args: &GcArgs) -> anyhow::Result<(String, Option<(String, String)>)> {
+    let mut url = url::Url::parse(&args.url).with_context(|| "--url is not a URL".to_owned())?;
+    let in_url = (!url.username().is_empty()).then(|| {
+        let user = url.username().to_owned();
+        let password = url.password().unwrap_or("").to_owned();
+        (user, password)
+    });
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let base = url.as_str().trim_end_matches('/').to_owned();
+    let Some(user) = args.user.clone() else {
+        return Ok((base, in_url));
+    };
+    let password = match (&args.password_file, std::env::var("REGISTRY_PASSWORD")) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, Ok(p)) => p,
+        (None, Err(_)) => rpassword::prompt_password(format!("password for {user}: "))
+            .context("reading the password (or give --password-file or REGISTRY_PASSWORD)")?,
+    };
+    Ok((base, Some((user, password))))
+}
+
+/// An HTTP client that trusts `--ca-cert` beside the usual roots.
+fn client(args: &GcArgs) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = &args.ca_cert {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{} holds no PEM certificate", path.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder.build()?)
+}
+
 /// Starts a run on a running server and follows it to the end.
 async fn remote_gc(args: &GcArgs) -> anyhow::Result<RunReport> {
-    let base = args.url.trim_end_matches('/');
-    let http = reqwest::Client::new();
+    let (base, login) = credentials(args)?;
+    let http = client(args)?;
+    let authed = |r: reqwest::RequestBuilder| match &login {
+        Some((user, password)) => r.basic_auth(user, Some(password)),
+        None => r,
+    };
     let body = serde_json::json!({
         "dry_run": args.dry_run,
         "delete_untagged": args.delete_untagged,
         "grace": args.grace.map(|g| humantime::format_duration(g).to_string()),
     });
-    let res = http
-        .post(format!("{base}/admin/gc"))
-        .json(&body)
+    // Errors name the server without credentials (reqwest's own messages
+    // would repeat the URL they were sent to).
+    let res = authed(http.post(format!("{base}/admin/gc")).json(&body))
         .send()
         .await
-        .with_context(|| format!("reaching {base}"))?;
+        .map_err(|e| anyhow::anyhow!("reaching {base}: {}", e.without_url()))?;
     let status = res.status();
     let answer: serde_json::Value = res.json().await.unwrap_or_default();
     if !status.is_success() {
@@ -143,13 +202,14 @@ async fn remote_gc(args: &GcArgs) -> anyhow::Result<RunReport> {
     }
     let id = answer["id"].as_u64().context("no run id in the answer")?;
     loop {
-        let r: RunReport = http
-            .get(format!("{base}/admin/gc/runs/{id}"))
+        let res = authed(http.get(format!("{base}/admin/gc/runs/{id}")))
             .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+            .await
+            .map_err(|e| anyhow::anyhow!("reaching {base}: {}", e.without_url()))?;
+        if !res.status().is_success() {
+            bail!("{base} answered {} for run {id}", res.status());
+        }
+        let r: RunReport = res.json().await?;
         if r.is_finished() {
             return Ok(r);
         }

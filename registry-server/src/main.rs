@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// Collect referrers whose subject is gone (default true).
     #[arg(long)]
     pub gc_orphaned_referrers: Option<bool>,
+    /// Shift the registry's clock forward (tests: a schedule fires without
+    /// waiting for the minute).
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    pub clock_skew: Option<Duration>,
     /// Answer blob GETs with a redirect to a presigned object store URL.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub blob_redirect: Option<bool>,
@@ -154,6 +158,17 @@ pub struct GcArgs {
     /// The running server (without --offline).
     #[arg(long, default_value = "http://127.0.0.1:5000", env = "REGISTRY_URL")]
     pub url: String,
+    /// An administrator's user name, when the server asks for credentials.
+    #[arg(long, env = "REGISTRY_USER")]
+    pub user: Option<String>,
+    /// A file holding the password of --user (else REGISTRY_PASSWORD, else a
+    /// prompt on a terminal).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// PEM certificate(s) to trust for the server's TLS (a self-signed or
+    /// private CA certificate).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Report what would be deleted; delete nothing.

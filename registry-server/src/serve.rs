@@ -121,10 +121,14 @@ async fn start_collector(
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let clock_skew = args.clock_skew;
     let (file, overrides) = overrides(args);
     let config = Config::load(file.as_deref(), &overrides)?;
     crate::init_logging(config.log_format);
     let clock = Clock::system();
+    if let Some(skew) = clock_skew {
+        clock.advance(skew);
+    }
     let metrics = Arc::new(Metrics::new());
     metrics
         .registry

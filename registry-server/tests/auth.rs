@@ -767,3 +767,65 @@ async fn plain_http_beside_tls_serves_the_same_store_with_the_same_auth() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `registry gc` reaches a server with TLS and logins: the CA certificate
+/// from `--ca-cert`, the user from `--user`, the password from a file or
+/// the environment, and no secret in what it prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_gc_logs_in_over_tls_and_prints_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = tls_server(dir.path(), &[]);
+    let ca = dir.path().join("server.crt");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "alice-secret\n").unwrap();
+    let gc = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_registry"))
+            .arg("gc")
+            .args(args)
+            .env_remove("REGISTRY_PASSWORD")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let url = s.url.clone();
+    let ca = ca.to_str().unwrap();
+    let (ok, out) = gc(
+        &[
+            "--url",
+            &url,
+            "--ca-cert",
+            ca,
+            "--user",
+            "alice",
+            "--password-file",
+        ]
+        .iter()
+        .copied()
+        .chain([password.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("Succeeded"), "{out}");
+    let (ok, out) = gc(
+        &["--url", &url, "--ca-cert", ca, "--user", "alice"],
+        &[("REGISTRY_PASSWORD", "alice-secret")],
+    );
+    assert!(ok, "{out}");
+    // Credentials in the URL work too, and a refusal does not repeat them.
+    let with_login = url.replacen("https://", "https://alice:wrong-secret@", 1);
+    let (ok, out) = gc(&["--url", &with_login, "--ca-cert", ca], &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("401"), "{out}");
+    assert!(!out.contains("wrong-secret"), "the password leaked: {out}");
+    // Without the CA, the certificate is refused, with no secret either.
+    let (ok, out) = gc(&["--url", &with_login], &[]);
+    assert!(!ok, "{out}");
+    assert!(!out.contains("wrong-secret"), "the password leaked: {out}");
+}
