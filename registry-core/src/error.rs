@@ -97,6 +97,12 @@ pub enum Error {
     /// manifest that an index in the same repository lists).
     #[error("{0}")]
     Conflict(String),
+    /// A rule an administrator wrote does not parse (a bad glob or regex).
+    #[error("{0}")]
+    InvalidRule(String),
+    /// A rule forbids the change (an immutable tag); names the rule.
+    #[error("{0}")]
+    Denied(String),
     #[error("{0}")]
     Unavailable(String),
     /// A filesystem the store writes to is full, or would fall below the
@@ -140,8 +146,8 @@ impl Error {
             Error::ManifestBlobUnknown(_) | Error::ManifestChildUnknown(_) => {
                 ErrorCode::ManifestBlobUnknown
             }
-            Error::Unsupported(_) => ErrorCode::Unsupported,
-            Error::Conflict(_) => ErrorCode::Denied,
+            Error::Unsupported(_) | Error::InvalidRule(_) => ErrorCode::Unsupported,
+            Error::Conflict(_) | Error::Denied(_) => ErrorCode::Denied,
             Error::Unavailable(_) | Error::StorageFull(_) => ErrorCode::Unavailable,
             Error::Io(_) | Error::Storage(_) | Error::Bug(_) => ErrorCode::Internal,
         }

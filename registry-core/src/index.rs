@@ -198,6 +198,9 @@ pub struct ManifestView {
     /// What deleting it would free now (with what becomes dangling because
     /// of it); `None` while an index lists it (it cannot be deleted).
     pub freed_if_deleted: Option<u64>,
+    /// An immutable tag points at it (named with its rule): it cannot be
+    /// deleted.
+    pub immutable: Option<String>,
 }
 
 /// One tag of a repository, for display.
@@ -209,6 +212,11 @@ pub struct TagView {
     /// What deleting the tag would free now: its manifest's bytes, if the
     /// tag is the last thing keeping it.
     pub freed_if_deleted: u64,
+    /// When its manifest was last pulled (to the resolution of the pull
+    /// record, a minute), if ever.
+    pub pulled_ms: Option<u64>,
+    /// The immutable-tag rule that protects it, if one does.
+    pub immutable: Option<String>,
 }
 
 /// Everything a repository page shows, from one snapshot.

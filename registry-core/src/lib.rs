@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod model;
 pub mod names;
 pub mod observe;
+pub mod policy;
 pub mod registry;
 pub mod space;
 

@@ -44,6 +44,9 @@ pub struct RunRequest {
     /// their age.
     pub delete_untagged: bool,
     pub orphaned_referrers: Option<bool>,
+    /// Run the retention rules first (default: the configured
+    /// `retention_first`).
+    pub retention: Option<bool>,
 }
 
 /// Told about every finished run (the HTTP crate turns this into metrics).
@@ -148,6 +151,7 @@ impl Collector {
             orphaned_referrers: request
                 .orphaned_referrers
                 .unwrap_or(self.config.orphaned_referrers),
+            retention: request.retention.unwrap_or(self.config.retention_first),
         }
     }
 
@@ -183,6 +187,7 @@ impl Collector {
             writes_refused: 0,
             stored_bytes: 0,
             remaining_unreferenced_bytes: 0,
+            retention: None,
             deleted: Deleted::default(),
         }
     }
@@ -396,10 +401,7 @@ impl Collector {
 
     /// When the next scheduled run starts.
     pub fn next_scheduled(&self) -> Option<chrono::DateTime<Utc>> {
-        let s = self.schedule()?;
-        Schedule::parse(&s)
-            .ok()?
-            .next_after(self.registry.clock().now())
+        crate::schedule::next_time(self.schedule().as_deref(), self.registry.clock())
     }
 
     /// Sets (and keeps across restarts) the schedule; `None` disables it.
@@ -421,30 +423,10 @@ impl Collector {
     /// Runs the schedule until the process ends.
     pub fn spawn_scheduler(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        let mut changes = self.schedule.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let Some(at) = this.next_scheduled() else {
-                    if changes.changed().await.is_err() {
-                        return;
-                    }
-                    continue;
-                };
-                let now = this.registry.clock().now();
-                let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {
-                        this.scheduled_start().await;
-                        // Do not fire twice for the same minute.
-                        tokio::time::sleep(Duration::from_millis(1100)).await;
-                    }
-                    changed = changes.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
+        let clock = self.registry.clock().clone();
+        crate::schedule::spawn_cron(clock, self.schedule.subscribe(), move || {
+            let this = this.clone();
+            async move { this.scheduled_start().await }
         })
     }
 
@@ -478,7 +460,8 @@ impl Collector {
     /// Forgets, once a minute, HEAD/GET confirmations older than the
     /// configured grace period: they protect nothing any more, and without
     /// this a server that never collects would keep one per blob ever
-    /// confirmed. A run prunes for itself when it starts.
+    /// confirmed. A run prunes for itself when it starts. Also writes the
+    /// manifest pulls noted since the last minute (for retention rules).
     pub fn spawn_housekeeping(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
@@ -488,6 +471,9 @@ impl Collector {
                 tick.tick().await;
                 if let Err(e) = this.registry.prune_confirmations(this.config.grace).await {
                     tracing::warn!(error = %e, "could not prune confirmations");
+                }
+                if let Err(e) = this.registry.flush_pulls().await {
+                    tracing::warn!(error = %e, "could not record pulls");
                 }
             }
         })

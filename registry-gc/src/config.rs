@@ -45,6 +45,8 @@ pub struct GcConfig {
     /// Collect referrers (signatures, SBOMs...) whose subject is gone, once
     /// they have been orphaned for the grace period.
     pub orphaned_referrers: bool,
+    /// Run the tag retention rules as the first phase of every run.
+    pub retention_first: bool,
 }
 
 impl Default for GcConfig {
@@ -57,6 +59,7 @@ impl Default for GcConfig {
             schedule: None,
             untagged: Vec::new(),
             orphaned_referrers: true,
+            retention_first: false,
         }
     }
 }

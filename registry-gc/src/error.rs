@@ -8,6 +8,9 @@ pub enum GcError {
     /// Another node of the cluster is collecting.
     #[error("a garbage collection run is in progress on another node")]
     RunningElsewhere,
+    /// A retention run that deletes is in progress (here or elsewhere).
+    #[error("a retention run is in progress")]
+    RetentionRunning,
     #[error("invalid setting: {0}")]
     Invalid(String),
     #[error(transparent)]

@@ -12,6 +12,7 @@ pub mod collector;
 pub mod config;
 pub mod error;
 pub mod report;
+pub mod retention;
 mod run;
 pub mod schedule;
 
@@ -19,3 +20,4 @@ pub use collector::{Collector, RunRequest};
 pub use config::{GcConfig, UntaggedRule};
 pub use error::GcError;
 pub use report::{RunReport, RunState};
+pub use retention::{Retainer, RetentionConfig};

@@ -36,6 +36,20 @@ pub struct RunSettings {
     pub upload_max_age_seconds: f64,
     pub untagged: Vec<UntaggedRule>,
     pub orphaned_referrers: bool,
+    /// The retention rules ran first.
+    #[serde(default)]
+    pub retention: bool,
+}
+
+/// What the retention phase of a run deleted (or would).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPhase {
+    pub tags_deleted: u64,
+    pub repositories: u64,
+    /// Exclusive bytes of what it deleted: this run's later phases free
+    /// them unless a client confirmed them within the grace period. (A dry
+    /// run's later phases do not count them.)
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +103,9 @@ pub struct RunReport {
     /// Blobs still unreferenced (in their grace period, or confirmed by a
     /// client) when the run ended.
     pub remaining_unreferenced_bytes: u64,
+    /// The retention phase, when the run had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPhase>,
     pub deleted: Deleted,
 }
 

@@ -37,7 +37,7 @@ use registry_core::{Digest, RepoName};
 use crate::collector::Collector;
 use crate::config::Policy;
 use crate::error::GcError;
-use crate::report::{BlobItem, Deleted, ManifestItem, RunReport};
+use crate::report::{BlobItem, Deleted, ManifestItem, RetentionPhase, RunReport};
 
 fn update(report: &Mutex<RunReport>, f: impl FnOnce(&mut RunReport)) {
     f(&mut report.lock().expect("report"));
@@ -92,6 +92,11 @@ impl Collector {
             .await?;
         let counts_before = self.registry.fence_counts();
 
+        if settings.retention {
+            update(report, |r| r.phase = "retention".into());
+            self.retention_phase(report, dry_run).await?;
+        }
+
         update(report, |r| r.phase = "uploads".into());
         self.collect_uploads(report, clock.ms_before(upload_age), dry_run)
             .await?;
@@ -117,6 +122,28 @@ impl Collector {
         update(report, |r| {
             r.writes_waited = counts.writes_waited - counts_before.writes_waited;
             r.writes_refused = counts.writes_refused - counts_before.writes_refused;
+        });
+        Ok(())
+    }
+
+    /// Deletes the tags the retention rules condemn, so that the phases
+    /// after it collect what they leave behind.
+    async fn retention_phase(
+        &self,
+        report: &Mutex<RunReport>,
+        dry_run: bool,
+    ) -> Result<(), GcError> {
+        let actor = report.lock().expect("report").actor.clone();
+        let r = self
+            .registry
+            .run_retention(dry_run, None, "gc", &actor)
+            .await?;
+        update(report, |run| {
+            run.retention = Some(RetentionPhase {
+                tags_deleted: r.tags_deleted,
+                repositories: r.repositories.len() as u64,
+                bytes: r.bytes,
+            })
         });
         Ok(())
     }

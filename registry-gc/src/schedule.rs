@@ -2,8 +2,13 @@
 
 use std::str::FromStr;
 
+use std::future::Future;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use croner::Cron;
+use registry_core::Clock;
+use tokio::sync::watch;
 
 use crate::error::GcError;
 
@@ -41,6 +46,48 @@ impl Schedule {
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.find_next_occurrence(&after, false).ok()
     }
+}
+
+/// The next time `expression` names after now, if it is set and parses.
+pub fn next_time(expression: Option<&str>, clock: &Clock) -> Option<DateTime<Utc>> {
+    Schedule::parse(expression?).ok()?.next_after(clock.now())
+}
+
+/// Calls `fire` at every time the schedule in `schedule` names (none: never),
+/// following its changes, until the sender is dropped.
+pub fn spawn_cron<F, Fut>(
+    clock: Clock,
+    mut schedule: watch::Receiver<Option<String>>,
+    fire: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            let next = next_time(schedule.borrow_and_update().as_deref(), &clock);
+            let Some(at) = next else {
+                if schedule.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let wait = (at - clock.now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {
+                    fire().await;
+                    // Do not fire twice for the same minute.
+                    tokio::time::sleep(Duration::from_millis(1100)).await;
+                }
+                changed = schedule.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]

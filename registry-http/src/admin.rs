@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Limited};
 use registry_core::index::{ActivityQuery, Collected};
 use registry_core::{Error, ErrorCode, Reference, Registry, RepoName};
 use registry_gc::report::RunReport;
-use registry_gc::{Collector, GcError, RunRequest};
+use registry_gc::{Collector, GcError, Retainer, RunRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,6 +26,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct AdminApi {
     pub registry: Arc<Registry>,
     pub collector: Arc<Collector>,
+    pub retainer: Arc<Retainer>,
 }
 
 /// Largest page of the activity log.
@@ -45,9 +46,9 @@ fn parse_since(v: &str) -> Result<u64, ApiError> {
         })
 }
 
-type AdminResult = Result<Response<Body>, ApiError>;
+pub(crate) type AdminResult = Result<Response<Body>, ApiError>;
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec_pretty(value).expect("json");
     let mut res = Response::new(body::full(bytes));
     *res.status_mut() = status;
@@ -58,7 +59,7 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     res
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     let mut e = ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message);
     e.code = "INVALID_REQUEST";
     e
@@ -92,6 +93,11 @@ impl From<GcError> for ApiError {
                 out.code = "GC_RUNNING";
                 out
             }
+            GcError::RetentionRunning => {
+                let mut out = ApiError::new(StatusCode::CONFLICT, ErrorCode::Denied, e.to_string());
+                out.code = "RETENTION_RUNNING";
+                out
+            }
             GcError::Invalid(msg) => invalid(msg),
             GcError::Core(e) => e.into(),
         }
@@ -99,7 +105,7 @@ impl From<GcError> for ApiError {
 }
 
 /// Reads an optional JSON body (empty means defaults).
-async fn read_json<T: for<'de> Deserialize<'de> + Default>(
+pub(crate) async fn read_json<T: for<'de> Deserialize<'de> + Default>(
     req: Request<ReqBody>,
 ) -> Result<T, ApiError> {
     let bytes: Bytes = Limited::new(req.into_body(), MAX_BODY)
@@ -154,6 +160,10 @@ impl AdminApi {
                 self.delete_repository(&repo, &query, &actor).await
             }
             (Method::GET, Admin::Activity) => self.activity_page(&query).await,
+            (Method::GET, Admin::Repository(repo)) => self.repository(&repo).await,
+            (Method::GET | Method::PUT, Admin::Retention) => self.retention(req, &actor).await,
+            (Method::POST, Admin::RetentionRun) => self.retention_run(req, &actor).await,
+            (Method::GET | Method::PUT, Admin::Immutable) => self.immutable(req, &actor).await,
             (_, endpoint) => Err(ApiError::method_not_allowed(endpoint.allowed())),
         }
     }

@@ -94,6 +94,7 @@ fn status_of(e: &Error) -> StatusCode {
         }
         Error::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::InvalidRule(_) => StatusCode::BAD_REQUEST,
         Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         _ => match e.code() {
             ErrorCode::BlobUnknown

@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod admin;
+mod admin_rules;
 pub mod api;
 pub mod auth;
 pub mod body;

@@ -78,8 +78,14 @@ pub enum Admin {
     GcReclaimable,
     /// `GET /admin/gc/preview?repository=&reference=`
     GcPreview,
-    /// `DELETE /admin/repositories/<name>`
+    /// `GET|DELETE /admin/repositories/<name>`
     Repository(RepoName),
+    /// `GET|PUT /admin/retention`: the retention rules and schedule.
+    Retention,
+    /// `POST /admin/retention/run`: a retention run (or a dry run).
+    RetentionRun,
+    /// `GET|PUT /admin/immutable`: the immutable-tag rules.
+    Immutable,
     /// `GET /admin/activity?repository=&action=&since=&limit=&cursor=`
     Activity,
 }
@@ -96,14 +102,17 @@ impl Admin {
             Admin::GcPreview => "admin_gc_preview",
             Admin::Repository(_) => "admin_repository",
             Admin::Activity => "admin_activity",
+            Admin::Retention => "admin_retention",
+            Admin::RetentionRun => "admin_retention_run",
+            Admin::Immutable => "admin_immutable",
         }
     }
 
     pub fn allowed(&self) -> &'static [Method] {
         match self {
-            Admin::GcStart => &[Method::POST],
-            Admin::GcSchedule => &[Method::GET, Method::PUT],
-            Admin::Repository(_) => &[Method::DELETE],
+            Admin::GcStart | Admin::RetentionRun => &[Method::POST],
+            Admin::GcSchedule | Admin::Retention | Admin::Immutable => &[Method::GET, Method::PUT],
+            Admin::Repository(_) => &[Method::GET, Method::DELETE],
             _ => &[Method::GET],
         }
     }
@@ -121,6 +130,9 @@ pub fn parse_admin(path: &str) -> Result<Admin, RouteError> {
         "gc/reclaimable" => return Ok(Admin::GcReclaimable),
         "gc/preview" => return Ok(Admin::GcPreview),
         "activity" => return Ok(Admin::Activity),
+        "retention" => return Ok(Admin::Retention),
+        "retention/run" => return Ok(Admin::RetentionRun),
+        "immutable" => return Ok(Admin::Immutable),
         _ => {}
     }
     if let Some(id) = rest.strip_prefix("gc/runs/") {
@@ -331,6 +343,11 @@ mod tests {
         assert_eq!(parse_admin("/admin/gc").unwrap(), Admin::GcStart);
         assert_eq!(parse_admin("/admin/gc/runs/").unwrap(), Admin::GcRuns);
         assert_eq!(parse_admin("/admin/gc/runs/42").unwrap(), Admin::GcRun(42));
+        assert_eq!(
+            parse_admin("/admin/retention/run").unwrap(),
+            Admin::RetentionRun
+        );
+        assert_eq!(parse_admin("/admin/immutable/").unwrap(), Admin::Immutable);
         assert_eq!(
             parse_admin("/admin/repositories/a/b").unwrap(),
             Admin::Repository(name("a/b"))

@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use registry_core::{Error, ErrorCode, Registry};
-use registry_gc::Collector;
+use registry_gc::{Collector, Retainer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -137,6 +137,7 @@ impl App {
     pub fn new(
         registry: Arc<Registry>,
         collector: Arc<Collector>,
+        retainer: Arc<Retainer>,
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
         options: AppOptions,
@@ -164,6 +165,7 @@ impl App {
             admin: AdminApi {
                 registry: registry.clone(),
                 collector,
+                retainer,
             },
             metrics,
             registry,

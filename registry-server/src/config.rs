@@ -116,6 +116,11 @@ pub struct Config {
     pub activity_retention: u64,
     /// Garbage collection: grace period, fence wait, schedule, policies.
     pub gc: registry_gc::GcConfig,
+    /// Tags that cannot be moved or deleted (`[[immutable]]`).
+    pub immutable: Vec<registry_core::policy::ImmutableRule>,
+    /// Tag retention: rules and their schedule (`[retention]`,
+    /// `[[retention.rules]]`).
+    pub retention: registry_gc::RetentionConfig,
 }
 
 impl Default for Config {
@@ -135,6 +140,8 @@ impl Default for Config {
             ui: true,
             activity_retention: 100_000,
             gc: registry_gc::GcConfig::default(),
+            immutable: Vec::new(),
+            retention: registry_gc::RetentionConfig::default(),
         }
     }
 }

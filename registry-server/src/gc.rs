@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use registry_gc::{Collector, RunReport, RunRequest, RunState};
 use registry_http::human_bytes;
+use reqwest::Method;
 
 use crate::GcArgs;
+use crate::remote::Remote;
 use crate::store::open_stopped_store;
 
 fn request(args: &GcArgs) -> RunRequest {
@@ -134,56 +136,10 @@ async fn follow_offline_run(collector: &Collector, id: u64) -> anyhow::Result<Ru
     }
 }
 
-/// The server's URL without credentials, and the credentials: from the
-/// URL's user info, or `--user` with a password from `--password-file`,
-/// `REGISTRY_PASSWORD` or a prompt.
-fn credentials(args: &GcArgs) -> anyhow::Result<(String, Option<(String, String)>)> {
-    let mut url = url::Url::parse(&args.url).with_context(|| "--url is not a URL".to_owned())?;
-    let in_url = (!url.username().is_empty()).then(|| {
-        let user = url.username().to_owned();
-        let password = url.password().unwrap_or("").to_owned();
-        (user, password)
-    });
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    let base = url.as_str().trim_end_matches('/').to_owned();
-    let Some(user) = args.user.clone() else {
-        return Ok((base, in_url));
-    };
-    let password = match (&args.password_file, std::env::var("REGISTRY_PASSWORD")) {
-        (Some(file), _) => std::fs::read_to_string(file)
-            .with_context(|| format!("reading {}", file.display()))?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-        (None, Ok(p)) => p,
-        (None, Err(_)) => rpassword::prompt_password(format!("password for {user}: "))
-            .context("reading the password (or give --password-file or REGISTRY_PASSWORD)")?,
-    };
-    Ok((base, Some((user, password))))
-}
-
-/// An HTTP client that trusts `--ca-cert` beside the usual roots.
-fn client(args: &GcArgs) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder();
-    if let Some(path) = &args.ca_cert {
-        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("{} holds no PEM certificate", path.display()))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    Ok(builder.build()?)
-}
-
 /// Starts a run on a running server and follows it to the end.
 async fn remote_gc(args: &GcArgs) -> anyhow::Result<RunReport> {
-    let (base, login) = credentials(args)?;
-    let http = client(args)?;
-    let authed = |r: reqwest::RequestBuilder| match &login {
-        Some((user, password)) => r.basic_auth(user, Some(password)),
-        None => r,
-    };
+    let admin = Remote::new(&args.remote)?;
+    let base = admin.base.clone();
     let body = serde_json::json!({
         "dry_run": args.dry_run,
         "delete_untagged": args.delete_untagged,
@@ -191,25 +147,14 @@ async fn remote_gc(args: &GcArgs) -> anyhow::Result<RunReport> {
     });
     // Errors name the server without credentials (reqwest's own messages
     // would repeat the URL they were sent to).
-    let res = authed(http.post(format!("{base}/admin/gc")).json(&body))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("reaching {base}: {}", e.without_url()))?;
-    let status = res.status();
-    let answer: serde_json::Value = res.json().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("{base} answered {status}: {answer}");
-    }
+    let answer = admin.call(Method::POST, "/admin/gc", Some(&body)).await?;
     let id = answer["id"].as_u64().context("no run id in the answer")?;
     loop {
-        let res = authed(http.get(format!("{base}/admin/gc/runs/{id}")))
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("reaching {base}: {}", e.without_url()))?;
-        if !res.status().is_success() {
-            bail!("{base} answered {} for run {id}", res.status());
-        }
-        let r: RunReport = res.json().await?;
+        let r = admin
+            .call(Method::GET, &format!("/admin/gc/runs/{id}"), None)
+            .await?;
+        let r: RunReport =
+            serde_json::from_value(r).with_context(|| format!("{base}: run {id}"))?;
         if r.is_finished() {
             return Ok(r);
         }

@@ -6,6 +6,8 @@ mod check;
 mod config;
 mod gc;
 mod log_sink;
+mod remote;
+mod retention;
 mod serve;
 mod store;
 
@@ -36,6 +38,9 @@ pub enum Command {
     /// Collect garbage: through a running server's admin API, or with
     /// --offline directly on a stopped store.
     Gc(GcArgs),
+    /// Run the tag retention rules now, through a running server's admin
+    /// API (with --dry-run: list what they would delete).
+    Retention(RetentionArgs),
     /// Check that the index and the blob store agree (on a stopped store).
     /// Exit status: 0 clean, 1 problems found and all repaired, 2 problems
     /// remain.
@@ -150,12 +155,10 @@ fn parse_untagged(s: &str) -> Result<UntaggedRule, String> {
     })
 }
 
+/// How to reach a running server's admin API.
 #[derive(Args)]
-pub struct GcArgs {
-    /// Work on a stopped store instead of asking a running server.
-    #[arg(long)]
-    pub offline: bool,
-    /// The running server (without --offline).
+pub struct RemoteArgs {
+    /// The running server.
     #[arg(long, default_value = "http://127.0.0.1:5000", env = "REGISTRY_URL")]
     pub url: String,
     /// An administrator's user name, when the server asks for credentials.
@@ -169,6 +172,15 @@ pub struct GcArgs {
     /// private CA certificate).
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct GcArgs {
+    /// Work on a stopped store instead of asking a running server.
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Report what would be deleted; delete nothing.
@@ -180,6 +192,19 @@ pub struct GcArgs {
     /// Grace period for this run.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub grace: Option<Duration>,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// List what the rules would delete, and the bytes that would free;
+    /// delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the full report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -220,5 +245,6 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Retention(args) => runtime.block_on(retention::retention(args)),
     }
 }

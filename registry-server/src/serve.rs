@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use registry_core::Clock;
-use registry_gc::Collector;
+use registry_gc::{Collector, Retainer};
 use registry_http::activity::GcEvents;
 use registry_http::auth::Auth;
 use registry_http::metrics::Metrics;
@@ -120,6 +120,14 @@ async fn start_collector(
     Ok(collector)
 }
 
+/// The retention runner, with its schedule running.
+async fn start_retainer(store: &Store, config: &Config) -> anyhow::Result<Arc<Retainer>> {
+    let configured = config.retention.schedule.clone();
+    let retainer = Retainer::new(store.registry.clone(), configured.clone()).await?;
+    retainer.spawn_scheduler(configured);
+    Ok(retainer)
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock_skew = args.clock_skew;
     let (file, overrides) = overrides(args);
@@ -139,6 +147,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     store.recover().await?;
     let collector = start_collector(&store, &config, &metrics, &overrides.gc_schedule).await?;
+    let retainer = start_retainer(&store, &config).await?;
     // A cluster's nodes sign tokens and UI sessions with keys they share.
     let (token_key, ui_key) = match store.shared {
         true => (
@@ -176,11 +185,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = Arc::new(App::new(
         store.registry.clone(),
         collector,
+        retainer,
         metrics,
         auth,
         options,
     ));
     run(app, listeners, tls, &config).await?;
+    if let Err(e) = store.registry.flush_pulls().await {
+        tracing::warn!(error = %e, "could not record the last pulls");
+    }
     store.registry.close();
     tracing::info!("stopped");
     Ok(())

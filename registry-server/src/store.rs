@@ -11,6 +11,7 @@ use registry_core::index::Index;
 use registry_core::model;
 use registry_core::observe::{NoObserver, Observer};
 use registry_core::registry::Recovery;
+use registry_core::registry::policies::TagRules;
 use registry_core::{Clock, Limits, Options, Registry};
 use registry_pg::{PgBackend, PgOptions};
 use registry_s3::{Location, S3BlobStore, S3Options};
@@ -117,7 +118,14 @@ pub async fn open_store(
         link_foreign_blobs: config.auth.mode == registry_http::auth::Mode::None,
         activity_retention: config.activity_retention,
     };
-    let registry = Arc::new(Registry::new(index, blobs, node, options));
+    let rules = TagRules {
+        immutable: config.immutable.clone(),
+        retention: config.retention.rules.clone(),
+    };
+    let registry = Registry::new(index, blobs, node, options)
+        .with_tag_rules(rules)
+        .context("the immutable-tag and retention rules")?;
+    let registry = Arc::new(registry);
     Ok(Store {
         registry,
         shared: config.storage.index.is_some(),

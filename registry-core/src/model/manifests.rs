@@ -250,6 +250,7 @@ pub fn delete_manifest(tx: &mut Tx<'_>, repo: &str, digest: &str) -> Result<Mani
     release_body(tx, digest)?;
     tx.delete(MANIFESTS, (repo, digest))?;
     tx.delete(super::DANGLING, (repo, digest))?;
+    tx.delete(super::PULLS, (repo, digest))?;
     adjust_repo(tx, repo, |r| r.manifests = r.manifests.saturating_sub(1))?;
     bump(tx, counters::MANIFESTS, -1)?;
     // Its referrers are orphaned now.

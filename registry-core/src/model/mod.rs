@@ -92,6 +92,9 @@ pub const SWEEPS: Table<String, shared::SweepRow> = Table::new("sweeps");
 pub const EMPTY_UPLOADS: Table<String, Upload> = Table::new("empty_uploads");
 /// name -> who holds the lease, until when
 pub const LEASES: Table<String, shared::LeaseRow> = Table::new("leases");
+/// (repository, manifest digest) -> unix ms it was last pulled (coarse:
+/// pulls are counted in memory and written about once a minute)
+pub const PULLS: Table<(String, String), u64> = Table::new("pulls");
 
 /// Every table of the schema (back ends create them up front).
 pub const TABLES: &[&str] = &[
@@ -116,6 +119,7 @@ pub const TABLES: &[&str] = &[
     SWEEPS.name,
     EMPTY_UPLOADS.name,
     LEASES.name,
+    PULLS.name,
 ];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

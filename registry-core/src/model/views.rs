@@ -271,6 +271,7 @@ pub fn repository_view(snap: &Snap<'_>, repo: &str) -> Result<RepositoryView> {
                 .collect::<Result<_>>()?,
             parents: row.parents,
             freed_if_deleted: freed,
+            immutable: None,
         });
     }
     manifests.sort_by(|a, b| {
@@ -294,6 +295,8 @@ pub fn repository_view(snap: &Snap<'_>, repo: &str) -> Result<RepositoryView> {
             digest: t.digest.parse()?,
             updated_ms: t.updated_ms,
             freed_if_deleted: freed,
+            pulled_ms: snap.get(super::PULLS, (repo, t.digest.as_str()))?,
+            immutable: None,
         });
     }
     Ok(RepositoryView {

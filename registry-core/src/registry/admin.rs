@@ -30,8 +30,25 @@ impl Readiness {
 impl Registry {
     /// A repository's manifests and tags, with what deleting each would
     /// free, from one snapshot.
+    /// A repository's manifests and tags, with the immutable-tag rules
+    /// that protect them.
     pub async fn repository_view(&self, repo: &RepoName) -> Result<RepositoryView> {
-        self.index.repository_view(repo).await
+        let mut view = self.index.repository_view(repo).await?;
+        let policies = self.policies().await?;
+        for t in &mut view.tags {
+            t.immutable = policies
+                .immutable
+                .rule_for(&view.name, &t.tag)
+                .map(str::to_owned);
+        }
+        for m in &mut view.manifests {
+            m.immutable = view
+                .tags
+                .iter()
+                .find(|t| t.digest == m.digest && t.immutable.is_some())
+                .and_then(|t| t.immutable.clone());
+        }
+        Ok(view)
     }
 
     /// Repositories after `after` whose name contains `contains`, with their
@@ -77,14 +94,25 @@ impl Registry {
         dry_run: bool,
         actor: &str,
     ) -> Result<Collected> {
+        let policies = self.policies.clone();
+        let r = repo.to_string();
         if dry_run {
-            return self.index.delete_repository(repo, true).await;
+            return self
+                .index
+                .db()
+                .what_if(move |tx| {
+                    policies.read(tx)?.check_repository(tx, &r)?;
+                    let removed = cascade::delete_repository(tx, &r)?;
+                    cascade::collected(tx, removed)
+                })
+                .await;
         }
-        let (r, repo2, actor) = (repo.to_string(), repo.clone(), actor.to_owned());
+        let (repo2, actor) = (repo.clone(), actor.to_owned());
         let retain = self.options.activity_retention;
         self.index
             .db()
             .write(move |tx| {
+                policies.read(tx)?.check_repository(tx, &r)?;
                 let removed = cascade::delete_repository(tx, &r)?;
                 let c = cascade::collected(tx, removed)?;
                 let detail = serde_json::json!({

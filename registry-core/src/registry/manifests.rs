@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::policies::check_put;
 use super::{MAX_PAGE, Registry, StoredManifest};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, Result};
@@ -53,10 +54,13 @@ impl Registry {
         };
         let (r, link_foreign) = (repo.to_string(), self.options.link_foreign_blobs);
         let retain = self.options.activity_retention;
+        let policies = self.policies.clone();
         let _pass = self.node.pass(&[]).await?;
         self.index
             .db()
             .write(move |tx| {
+                let digest = parsed.digest.as_str();
+                check_put(&policies, tx, &r, tag.as_deref(), digest)?;
                 manifests::put_manifest(tx, &r, &parsed, &body, tag.as_deref(), link_foreign)?;
                 log::record_activity(tx, entry.clone(), retain).map(|_| ())
             })
@@ -83,10 +87,15 @@ impl Registry {
         with_body: bool,
     ) -> Result<ManifestInfo> {
         let digest = self.resolve(repo, reference).await?;
-        self.index
+        let info = self
+            .index
             .manifest(repo, &digest, with_body)
             .await?
-            .ok_or(Error::ManifestUnknown)
+            .ok_or(Error::ManifestUnknown)?;
+        if with_body {
+            self.note_pull(repo, &digest); // a pull (HEAD is a question)
+        }
+        Ok(info)
     }
 
     /// Deletes a tag, or a manifest (with its tags) by digest, on behalf of
@@ -100,16 +109,19 @@ impl Registry {
         let (r, reference2) = (repo.to_string(), reference.clone());
         let (repo2, actor) = (repo.clone(), actor.to_owned());
         let retain = self.options.activity_retention;
+        let policies = self.policies.clone();
         let digest = self
             .index
             .db()
             .write(move |tx| {
                 let (action, tag, digest) = match &reference2 {
                     Reference::Tag(t) => {
+                        policies.read(tx)?.check_tag(tx, &r, t.as_str(), None)?;
                         let d = manifests::delete_tag(tx, &r, t.as_str())?;
                         ("tag_delete", Some(t.to_string()), d)
                     }
                     Reference::Digest(d) => {
+                        policies.read(tx)?.check_manifest(tx, &r, d.as_str())?;
                         manifests::delete_manifest(tx, &r, d.as_str())?;
                         ("manifest_delete", None, d.to_string())
                     }

@@ -16,7 +16,9 @@ mod admin;
 mod blobs;
 pub mod gc;
 mod manifests;
+pub mod policies;
 mod recover;
+pub mod retention;
 mod space;
 mod uploads;
 
@@ -93,6 +95,9 @@ pub struct Registry {
     node: Arc<dyn Coordination>,
     clock: Clock,
     options: Options,
+    policies: policies::PolicyCell,
+    /// Manifest pulls not yet written: (repository, digest) -> unix ms.
+    pulls: std::sync::Mutex<std::collections::HashMap<(String, String), u64>>,
 }
 
 impl Registry {
@@ -108,7 +113,17 @@ impl Registry {
             blobs,
             node,
             options,
+            pulls: std::sync::Mutex::default(),
+            policies: policies::PolicyCell::new(policies::TagRules::default())
+                .expect("no rules compile"),
         }
+    }
+
+    /// The registry with `rules` configured (rules set through the admin
+    /// API and kept in the index win over them).
+    pub fn with_tag_rules(mut self, rules: policies::TagRules) -> crate::Result<Registry> {
+        self.policies = policies::PolicyCell::new(rules)?;
+        Ok(self)
     }
 
     pub fn limits(&self) -> Limits {
@@ -125,7 +140,7 @@ impl Registry {
     }
 
     /// An activity entry by `actor`, dated by the index.
-    fn activity(
+    pub(crate) fn activity(
         actor: &str,
         action: &str,
         repo: &RepoName,
