@@ -555,3 +555,34 @@ pub fn walk_blobs(dir: &Path) -> std::collections::BTreeSet<String> {
     }
     out
 }
+
+/// The sum of the samples of metric `name` whose labels contain every one
+/// of `labels` (`kind="get"`), in a Prometheus text exposition.
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// Runs each `async fn NAME(blobs: Blobs)` of a test file as two tests,
+/// `NAME::fs` (blobs in the data directory) and `NAME::s3` (blobs in a
+/// Garage bucket), so every store passes the same test bodies.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fs() {
+                super::$name($crate::harness::Blobs::Fs).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn s3() {
+                super::$name($crate::harness::Blobs::S3).await
+            }
+        }
+    )+};
+}
