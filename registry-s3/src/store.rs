@@ -237,7 +237,7 @@ impl S3BlobStore {
     /// The pending chunks' bytes, joined.
     async fn pending_bytes(&self, id: &str, st: &UploadState) -> Result<BytesMut> {
         let mut out = BytesMut::with_capacity(st.pending_bytes() as usize);
-        for c in &st.pending {
+        for c in st.pending.iter().filter(|c| c.len > 0) {
             let b = self.get_object(&self.at.chunk(id, c.offset)).await?;
             if b.len() as u64 != c.len {
                 return Err(Error::UploadInvalid(format!(
@@ -298,7 +298,12 @@ impl S3BlobStore {
                 self.flush_part(id, st, &mut fresh).await?;
             }
         }
-        if !fresh.is_empty() {
+        // The rest becomes a chunk object. When nothing is left over (the
+        // body ended on a part boundary, or was empty) and no chunk is
+        // pending, an empty one marks the upload: start-up recovery keeps
+        // only sessions whose upload has an object, and a multipart upload
+        // alone is not one.
+        if !fresh.is_empty() || st.pending.is_empty() {
             let start = offset + received - fresh.len() as u64;
             let len = fresh.len() as u64;
             self.put_object(&self.at.chunk(id, start), fresh.freeze())
@@ -318,7 +323,7 @@ impl S3BlobStore {
         };
         let key = self.at.upload_data(id);
         let mut mp = mp.clone();
-        if !st.pending.is_empty() {
+        if st.pending_bytes() > 0 {
             let tail = self.pending_bytes(id, st).await?;
             self.upload_part(&key, &mut mp, tail.freeze()).await?;
         }
