@@ -452,9 +452,22 @@ impl BlobStore for S3BlobStore {
                 st.bytes()
             )));
         }
-        let received = self
+        let had_multipart = st.multipart.is_some();
+        let received = match self
             .receive(id, offset, &mut st, &mut hasher, body, limit)
-            .await?;
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                // A multipart upload this request started is recorded
+                // nowhere: abort it rather than leave it to the lifecycle
+                // rule (the recorded one, if any, stays).
+                if let (false, Some(mp)) = (had_multipart, &st.multipart) {
+                    let _ = self.abort(&self.at.upload_data(id), mp).await;
+                }
+                return Err(e);
+            }
+        };
         Ok(Appended {
             offset: offset + received,
             hasher,
@@ -642,7 +655,13 @@ impl BlobStore for S3BlobStore {
         };
         match (body, UploadState::decode(&state)?.multipart) {
             (Some(bytes), _) => self.put_object(&key, bytes).await?,
-            (None, Some(mp)) => self.complete(&key, &mp).await?,
+            (None, Some(mp)) => {
+                if let Err(e) = self.complete(&key, &mp).await {
+                    // Nothing will complete it later: free its parts now.
+                    let _ = self.abort(&key, &mp).await;
+                    return Err(e);
+                }
+            }
             (None, None) => return Err(Error::Bug("a staged blob holds nothing".into())),
         }
         Ok(size)
