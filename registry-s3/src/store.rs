@@ -65,6 +65,19 @@ fn not_found(e: &StoreError) -> bool {
     matches!(e, StoreError::NotFound { .. })
 }
 
+/// A failure of a request on a multipart upload. One the store no longer
+/// has (the bucket's lifecycle rule aborted it, or an earlier attempt
+/// completed it) will never come back: the upload cannot go on, and the
+/// client has to start it again. Anything else is retryable.
+fn multipart_failed(key: &Path, e: StoreError) -> Error {
+    match not_found(&e) {
+        true => Error::UploadInvalid(format!(
+            "the object store no longer has the multipart upload of {key}: start the upload again"
+        )),
+        false => unavailable(e),
+    }
+}
+
 impl S3BlobStore {
     /// A store in `location`, with credentials, region and endpoint from the
     /// standard variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
@@ -189,7 +202,7 @@ impl S3BlobStore {
                     .put_part(key, &mp.id, idx, PutPayload::from(bytes.clone()))
             })
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| multipart_failed(key, e))?;
         mp.parts.push(part.content_id);
         mp.bytes += len;
         Ok(())
@@ -220,7 +233,7 @@ impl S3BlobStore {
         })
         .await
         .map(|_| ())
-        .map_err(unavailable)
+        .map_err(|e| multipart_failed(key, e))
     }
 
     async fn abort(&self, key: &Path, mp: &Multipart) -> Result<()> {
@@ -329,6 +342,45 @@ impl S3BlobStore {
         }
         self.complete(&key, &mp).await?;
         self.call("copy", || self.s3.copy(&key, to))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Checks a finished upload's digest and puts its bytes at their
+    /// content address (a mismatch removes the upload's data).
+    async fn place(
+        &self,
+        id: &str,
+        size: u64,
+        hasher: Hasher,
+        state: &[u8],
+        expected: &Digest,
+    ) -> Result<()> {
+        let st = UploadState::decode(state)?;
+        if st.bytes() != size {
+            return Err(Error::UploadInvalid(format!(
+                "upload holds {} bytes, {size} were recorded",
+                st.bytes()
+            )));
+        }
+        let to = self.at.blob(expected);
+        if hasher.algorithm() == expected.algorithm() {
+            let actual = hasher.finish();
+            if actual != *expected {
+                self.delete_upload(id, state).await?;
+                return Err(mismatch(expected, actual));
+            }
+            return self.assemble(id, &st, &to).await;
+        }
+        // Assemble where nothing reads, check, then copy into place.
+        let data = self.at.upload_data(id);
+        self.assemble(id, &st, &data).await?;
+        let actual = self.hash_object(&data, expected.algorithm()).await?;
+        if actual != *expected {
+            self.delete_upload(id, &[]).await?;
+            return Err(mismatch(expected, actual));
+        }
+        self.call("copy", || self.s3.copy(&data, &to))
             .await
             .map_err(unavailable)
     }
@@ -483,40 +535,22 @@ impl BlobStore for S3BlobStore {
         state: &[u8],
         expected: &Digest,
     ) -> Result<()> {
-        let st = UploadState::decode(state)?;
-        if st.bytes() != size {
-            return Err(Error::UploadInvalid(format!(
-                "upload holds {} bytes, {size} were recorded",
-                st.bytes()
-            )));
-        }
-        let to = self.at.blob(expected);
-        if hasher.algorithm() == expected.algorithm() {
-            let actual = hasher.finish();
-            if actual != *expected {
-                self.delete_upload(id, state).await?;
-                return Err(mismatch(expected, actual));
+        match self.place(id, size, hasher, state, expected).await {
+            Ok(()) => {
+                // The upload's own objects are garbage now; a failure here
+                // leaves them to the next start-up's recovery.
+                if let Err(e) = self.delete_upload(id, &[]).await {
+                    tracing::warn!(upload = id, error = %e, "could not remove upload objects");
+                }
+                Ok(())
             }
-            self.assemble(id, &st, &to).await?;
-        } else {
-            // Assemble where nothing reads, check, then copy into place.
-            let data = self.at.upload_data(id);
-            self.assemble(id, &st, &data).await?;
-            let actual = self.hash_object(&data, expected.algorithm()).await?;
-            if actual != *expected {
-                self.delete_upload(id, &[]).await?;
-                return Err(mismatch(expected, actual));
+            Err(e @ Error::UploadInvalid(_)) => {
+                // The registry ends the session: its objects go with it.
+                let _ = self.delete_upload(id, state).await;
+                Err(e)
             }
-            self.call("copy", || self.s3.copy(&data, &to))
-                .await
-                .map_err(unavailable)?;
+            Err(e) => Err(e),
         }
-        // The upload's own objects are garbage now; a failure here leaves
-        // them to the next start-up's recovery.
-        if let Err(e) = self.delete_upload(id, &[]).await {
-            tracing::warn!(upload = id, error = %e, "could not remove upload objects");
-        }
-        Ok(())
     }
 
     async fn delete_upload(&self, id: &str, state: &[u8]) -> Result<()> {

@@ -386,6 +386,48 @@ async fn aborted_and_purged_uploads_leave_nothing_behind() {
     assert_no_leftovers(&s, "uploads purged by a collection").await;
 }
 
+/// The bucket's lifecycle rule (here Garage's own cleanup) aborting the
+/// multipart upload of a live session: the session ends with a client
+/// error the client can act on (start again), not with 503s forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_multipart_upload_was_aborted_ends_cleanly() {
+    let s = Server::start_s3(garage(), &[]);
+    let c = s.client();
+    let (mut sessions, mut bytes) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let b = payload(3 * PART);
+        let loc = open_upload(&c, "lifecycle").await;
+        sessions.push(patch(&c, &loc, 0, &b[..PART + 1]).await);
+        bytes.push(b);
+    }
+    let g = s.garage.as_ref().unwrap();
+    g.cli(&[
+        "bucket",
+        "cleanup-incomplete-uploads",
+        "--older-than",
+        "0s",
+        g.bucket(),
+    ]);
+    let (_, multipart) = leftovers(&s).await;
+    assert!(multipart.is_empty(), "{multipart:?}");
+    // Another part for the first session; the second closes.
+    let res = c
+        .patch(&sessions[0])
+        .body(bytes[0][PART + 1..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "BLOB_UPLOAD_INVALID").await;
+    let res = close(&c, &sessions[1], &sha256(&bytes[1][..PART + 1]), &[]).await;
+    assert_error(res, 400, "BLOB_UPLOAD_INVALID").await;
+    assert_eq!(c.status(Method::GET, &sessions[1]).await, 404);
+    assert_eq!(c.status(Method::DELETE, &sessions[0]).await, 204);
+    assert_no_leftovers(&s, "sessions whose multipart upload was aborted").await;
+    // Starting again works.
+    c.push_blob("lifecycle", &bytes[0]).await;
+    assert_pulls(&c, "lifecycle", &bytes[0], "a push started again").await;
+}
+
 /// A ranged GET: its status, `Content-Range` and body.
 async fn get_range(c: &Client, path: &str, range: &str) -> (u16, String, Vec<u8>) {
     let res = c.get(path).header("range", range).send().await.unwrap();
