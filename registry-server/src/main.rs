@@ -1,10 +1,12 @@
-//! The `registry` binary: `serve` (the default), `gc` and `check`. It reads
-//! the configuration, opens the store it names, and wires the core, the
-//! collector and the HTTP layer together.
+//! The `registry` binary: `serve` (the default), `gc`, `check` and
+//! `migrate-blobs`. It reads the configuration, opens the store it names,
+//! and wires the core, the collector and the HTTP layer together.
 
 mod check;
 mod config;
 mod gc;
+mod migrate;
+mod progress;
 mod serve;
 mod store;
 
@@ -39,6 +41,11 @@ pub enum Command {
     /// Exit status: 0 clean, 1 problems found and all repaired, 2 problems
     /// remain.
     Check(CheckArgs),
+    /// Copy the blobs of a filesystem store into an object store, verifying
+    /// each, so that `serve --blob-store` can use the bucket with the same
+    /// data directory. Idempotent. Exit status: 0 every blob is in the
+    /// bucket, 2 some could not be copied.
+    MigrateBlobs(migrate::MigrateArgs),
 }
 
 #[derive(Args)]
@@ -183,6 +190,10 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::serve(*args)),
         Command::Check(args) => {
             let code = runtime.block_on(check::check(args))?;
+            std::process::exit(code);
+        }
+        Command::MigrateBlobs(args) => {
+            let code = runtime.block_on(migrate::migrate(args))?;
             std::process::exit(code);
         }
         Command::Gc(args) => {

@@ -82,12 +82,7 @@ impl Server {
             format!("s3://{}/{prefix}", garage.bucket()),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
-        let env = garage
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        let mut s = Server::spawn(root, all, env);
+        let mut s = Server::spawn(root, all, s3_env(&garage));
         s._tmp = Some(tmp);
         s.garage = Some(garage);
         s.prefix = Some(prefix);
@@ -234,6 +229,17 @@ impl Server {
         self.child = fresh.into_child();
     }
 
+    /// From the next restart on, the server keeps its blobs in `garage`'s
+    /// bucket under `prefix`, with the same data directory (after a
+    /// migration of its blobs).
+    pub fn move_blobs_to(&mut self, garage: std::sync::Arc<testbed::Garage>, prefix: &str) {
+        self.args.push("--blob-store".into());
+        self.args.push(format!("s3://{}/{prefix}", garage.bucket()));
+        self.env = s3_env(&garage);
+        self.garage = Some(garage);
+        self.prefix = Some(prefix.to_owned());
+    }
+
     fn into_child(mut self) -> Option<Child> {
         self.child.take()
     }
@@ -263,6 +269,12 @@ impl Server {
             base: self.url.clone(),
         }
     }
+}
+
+/// The environment a server needs to reach `garage` (endpoint, key, region).
+pub fn s3_env(garage: &testbed::Garage) -> Vec<(String, String)> {
+    let env = garage.env().into_iter();
+    env.map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 impl Drop for Server {
