@@ -29,7 +29,8 @@ pub struct S3Options {
     /// Size of a multipart part (at least 5 MiB, the S3 minimum).
     pub part_size: usize,
     pub retry: RetryPolicy,
-    /// Longest a request may take, its body included.
+    /// Longest a request may take, its body included; a blob being read
+    /// may take longer while bytes keep coming (no pause longer than this).
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     /// How long a presigned download URL stays valid.
@@ -51,6 +52,10 @@ impl Default for S3Options {
 /// Blobs and uploads in a bucket (see the crate documentation).
 pub struct S3BlobStore {
     s3: Arc<AmazonS3>,
+    /// The same bucket for streaming blobs out: a large blob read by a
+    /// slow client takes as long as it takes, so no limit on the whole
+    /// response, only on each pause (`request_timeout` without a byte).
+    reads: Arc<AmazonS3>,
     at: Location,
     opts: S3Options,
     observer: Arc<dyn Observer>,
@@ -112,20 +117,30 @@ impl S3BlobStore {
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let client = ClientOptions::new()
             .with_allow_http(allow_http)
-            .with_timeout(opts.request_timeout)
             .with_connect_timeout(opts.connect_timeout);
-        let s3 = builder
-            .with_bucket_name(&location.bucket)
-            .with_client_options(client)
-            // Retries are ours (counted, bounded): see `retry`.
-            .with_retry(RetryConfig {
-                max_retries: 0,
-                ..RetryConfig::default()
-            })
-            .build()
-            .map_err(|e| Error::Unsupported(format!("object store {location}: {e}")))?;
+        let build = |client: ClientOptions| {
+            builder
+                .clone()
+                .with_bucket_name(&location.bucket)
+                .with_client_options(client)
+                // Retries are ours (counted, bounded): see `retry`.
+                .with_retry(RetryConfig {
+                    max_retries: 0,
+                    ..RetryConfig::default()
+                })
+                .build()
+                .map(Arc::new)
+                .map_err(|e| Error::Unsupported(format!("object store {location}: {e}")))
+        };
+        let s3 = build(client.clone().with_timeout(opts.request_timeout))?;
+        let reads = build(
+            client
+                .with_timeout_disabled()
+                .with_read_timeout(opts.request_timeout),
+        )?;
         Ok(S3BlobStore {
-            s3: Arc::new(s3),
+            s3,
+            reads,
             at: location,
             opts,
             observer,
@@ -405,7 +420,9 @@ impl S3BlobStore {
             range: range.clone().map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        let got = self.call("get", || self.s3.get_opts(key, opts())).await?;
+        let got = self
+            .call("get", || self.reads.get_opts(key, opts()))
+            .await?;
         Ok(got.into_stream().map_err(std::io::Error::other).boxed())
     }
 

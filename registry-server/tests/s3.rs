@@ -478,6 +478,34 @@ async fn ranged_gets_read_exactly_the_bytes_asked_for() {
     assert_error(res, 416, "BLOB_UNKNOWN").await;
 }
 
+/// A blob read more slowly than `request_timeout` allows for a whole
+/// request still arrives whole: only a pause that long cuts a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_download_outlasting_the_request_timeout_arrives_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&dir, "[storage]\nrequest_timeout = \"1s\"\n");
+    let s = Server::start_s3(garage(), &["--config", &config]);
+    let c = s.client();
+    let bytes = payload(4 * PART);
+    let d = c.push_blob("slow", &bytes).await;
+    let mut res = c.get(&format!("/v2/slow/blobs/{d}")).send().await.unwrap();
+    // At most 12 MiB/s: more than two seconds for the whole blob.
+    let rate = 12.0 * MIB as f64;
+    let (mut got, t) = (Vec::with_capacity(bytes.len()), Instant::now());
+    while let Some(piece) = res.chunk().await.expect("the body goes on") {
+        got.extend_from_slice(&piece);
+        let due = Duration::from_secs_f64(got.len() as f64 / rate);
+        tokio::time::sleep(due.saturating_sub(t.elapsed())).await;
+    }
+    assert!(t.elapsed() > Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        got == bytes,
+        "{} of {} bytes, or other ones",
+        got.len(),
+        bytes.len()
+    );
+}
+
 /// Copies `oci:DIR:TAG` into Berth, or Berth's image out, with skopeo.
 fn skopeo_copy(from: &str, to: &str) {
     assert!(
