@@ -406,7 +406,8 @@ impl S3BlobStore {
         let mut h = Hasher::new(algorithm);
         let mut stream = self.read_key(key, None).await.map_err(unavailable)?;
         while let Some(b) = stream.next().await {
-            h.update(&b.map_err(Error::Io)?);
+            // The store failed mid-read: retryable, like any failure of it.
+            h.update(&b.map_err(|e| Error::Unavailable(format!("object store: {e}")))?);
         }
         Ok(h.finish())
     }

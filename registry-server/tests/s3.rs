@@ -261,6 +261,20 @@ async fn chunked_uploads_around_part_boundaries_arrive_whole() {
         assert_pulls(&c, "mono", &bytes, "POST + PUT").await;
     }
     assert_no_leftovers(&eight, "monolithic pushes").await;
+
+    // A sha512 digest: the upload is re-read and hashed before its copy.
+    let bytes = payload(PART + 5);
+    let (_, res) = push_chunked(&c, "sha512", &bytes, &[MIB, PART - MIB], &sha512(&bytes)).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let path = format!("/v2/sha512/blobs/{}", sha512(&bytes));
+    let res = c.get(&path).send().await.unwrap();
+    assert!(res.bytes().await.unwrap() == bytes, "the sha512 blob");
+    assert_no_leftovers(&eight, "a sha512 upload").await;
+}
+
+fn sha512(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha512:{}", harness::hex(&sha2::Sha512::digest(bytes)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,6 +291,11 @@ async fn a_digest_mismatch_leaves_nothing_behind() {
         assert_eq!(c.status(Method::GET, &loc).await, 404, "{what}: session");
         assert_no_leftovers(&s, what).await;
     }
+    let claimed512 = sha512(b"something else entirely");
+    let (loc, res) = push_chunked(&c, "bad", &payload(PART + 1), &[PART], &claimed512).await;
+    assert_error(res, 400, "DIGEST_INVALID").await;
+    assert_eq!(c.status(Method::GET, &loc).await, 404, "sha512: session");
+    assert_no_leftovers(&s, "a sha512 mismatch").await;
     for (what, size) in [("POST ?digest=, in parts", PART + 3), ("POST ?digest=", 10)] {
         let res = c
             .post(&format!("/v2/bad/blobs/uploads/?digest={claimed}"))
