@@ -12,8 +12,8 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
-    ClientConfigKey, ClientOptions, Error as StoreError, GetOptions, GetRange, ObjectStore,
-    ObjectStoreExt, PutPayload, RetryConfig,
+    ClientConfigKey, ClientOptions, Error as StoreError, GetOptions, GetRange, MultipartId,
+    ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 use registry_core::blob::{Appended, BlobStore, ByteStream, Staged, StoredBlob};
 use registry_core::observe::Observer;
@@ -211,16 +211,38 @@ impl S3BlobStore {
     async fn upload_part(&self, key: &Path, mp: &mut Multipart, bytes: Bytes) -> Result<()> {
         let idx = mp.parts.len();
         let len = bytes.len() as u64;
-        let part = self
+        let sent = self
             .call("part", || {
                 self.s3
                     .put_part(key, &mp.id, idx, PutPayload::from(bytes.clone()))
             })
-            .await
-            .map_err(|e| multipart_failed(key, e))?;
+            .await;
+        let part = match sent {
+            Ok(part) => part,
+            Err(e) if not_found(&e) => return Err(multipart_failed(key, e)),
+            Err(e) => return Err(self.part_failed(key, &mp.id, idx, e).await),
+        };
         mp.parts.push(part.content_id);
         mp.bytes += len;
         Ok(())
+    }
+
+    /// Why part `idx` could not be sent. A store asked for a part of an
+    /// upload it no longer has may answer before reading the body and close
+    /// the connection (Garage does), which looks like a network failure;
+    /// an empty part of the same number gets a proper answer. If the upload
+    /// is there, that empty part is harmless: the next attempt replaces it,
+    /// and completion names only recorded parts.
+    async fn part_failed(&self, key: &Path, id: &MultipartId, idx: usize, e: StoreError) -> Error {
+        let probe = self
+            .call("part_probe", || {
+                self.s3.put_part(key, id, idx, PutPayload::default())
+            })
+            .await;
+        match probe {
+            Err(gone) if not_found(&gone) => multipart_failed(key, gone),
+            _ => unavailable(e),
+        }
     }
 
     async fn start_multipart(&self, key: &Path) -> Result<Multipart> {
