@@ -44,7 +44,7 @@ pub enum Command {
     /// Copy the blobs of a filesystem store into an object store, verifying
     /// each, so that `serve --blob-store` can use the bucket with the same
     /// data directory. Idempotent. Exit status: 0 every blob is in the
-    /// bucket, 2 some could not be copied.
+    /// bucket, 2 some (or all) could not be copied.
     MigrateBlobs(migrate::MigrateArgs),
 }
 
@@ -192,10 +192,14 @@ fn main() -> anyhow::Result<()> {
             let code = runtime.block_on(check::check(args))?;
             std::process::exit(code);
         }
-        Command::MigrateBlobs(args) => {
-            let code = runtime.block_on(migrate::migrate(args))?;
-            std::process::exit(code);
-        }
+        Command::MigrateBlobs(args) => match runtime.block_on(migrate::migrate(args)) {
+            Ok(code) => std::process::exit(code),
+            // Nothing (more) could be copied: the same status as a failed blob.
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                std::process::exit(2);
+            }
+        },
         Command::Gc(args) => {
             if !runtime.block_on(gc::gc(args))? {
                 std::process::exit(1);

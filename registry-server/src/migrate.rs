@@ -78,7 +78,7 @@ impl Tally {
 }
 
 /// Runs the migration; the exit status: 0 when every blob is in the bucket,
-/// verified, 2 when some could not be copied.
+/// verified, 2 when some could not be copied (an error: none could).
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<i32> {
     crate::init_logging(crate::config::LogFormat::Text);
     anyhow::ensure!(

@@ -28,6 +28,19 @@ fn migrate(server: &Server, garage: &testbed::Garage, prefix: &str) -> Output {
         .expect("run registry migrate-blobs")
 }
 
+/// Runs `registry migrate-blobs` with `args` and an S3 endpoint where
+/// nothing listens.
+fn migrate_nowhere(args: &[&str], garage: &testbed::Garage) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_registry"))
+        .arg("migrate-blobs")
+        .args(args)
+        .envs(s3_env(garage))
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run registry migrate-blobs")
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -87,6 +100,20 @@ async fn a_filesystem_store_moves_into_a_bucket_and_pulls_intact() {
         text(&out)
     );
     std::fs::remove_file(dir.join(hex)).unwrap();
+
+    // No bucket to copy to, or nothing to copy from: status 2, and why.
+    let (data, to) = (s.data_dir(), format!("s3://{}/{prefix}", garage.bucket()));
+    let args = ["--from-dir", data.to_str().unwrap(), "--to", &to];
+    let out = migrate_nowhere(&args, &garage);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("does not answer"), "{}", text(&out));
+    let out = migrate_nowhere(&["--from-dir", "/nonexistent", "--to", &to], &garage);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a data directory"),
+        "{}",
+        text(&out)
+    );
 
     s.move_blobs_to(garage.clone(), prefix);
     assert_eq!(
