@@ -7,8 +7,11 @@
 //!
 //! - An acknowledged chunk is in the bucket before its request is answered:
 //!   as a part of the upload's multipart object (once a part's worth of
-//!   bytes has arrived) or as a small object of its own (see [`upload`]).
-//!   What the upload holds is recorded in its index row after that.
+//!   bytes has arrived) or as a small object of its own (see [`upload`]);
+//!   an empty one marks an upload whose bytes are all in parts, so every
+//!   upload holding data has an object a listing shows. What the upload
+//!   holds is recorded in its index row after that. A request that fails
+//!   aborts the multipart upload it started.
 //! - A blob becomes visible only when its object is complete: one PUT, a
 //!   completed multipart upload, or a server-side copy of the completed
 //!   upload object, all inside the registry's fence pass and before the
@@ -29,7 +32,8 @@
 //!   recorded: invisible to listings of objects, so the bucket's lifecycle
 //!   rule `AbortIncompleteMultipartUpload` (or Garage's
 //!   `garage bucket cleanup-incomplete-uploads`) removes it; aborted and
-//!   purged sessions abort theirs.
+//!   purged sessions abort theirs. A session whose multipart upload the
+//!   rule aborted while it was in use ends with `BLOB_UPLOAD_INVALID`.
 
 mod keys;
 mod retry;

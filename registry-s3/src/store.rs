@@ -12,8 +12,8 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
-    ClientConfigKey, ClientOptions, Error as StoreError, GetOptions, GetRange, ObjectStore,
-    ObjectStoreExt, PutPayload, RetryConfig,
+    ClientConfigKey, ClientOptions, Error as StoreError, GetOptions, GetRange, MultipartId,
+    ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 use registry_core::blob::{Appended, BlobStore, ByteStream, Staged, StoredBlob};
 use registry_core::observe::Observer;
@@ -29,7 +29,8 @@ pub struct S3Options {
     /// Size of a multipart part (at least 5 MiB, the S3 minimum).
     pub part_size: usize,
     pub retry: RetryPolicy,
-    /// Longest a request may take, its body included.
+    /// Longest a request may take, its body included; a blob being read
+    /// may take longer while bytes keep coming (no pause longer than this).
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     /// How long a presigned download URL stays valid.
@@ -51,6 +52,10 @@ impl Default for S3Options {
 /// Blobs and uploads in a bucket (see the crate documentation).
 pub struct S3BlobStore {
     s3: Arc<AmazonS3>,
+    /// The same bucket for streaming blobs out: a large blob read by a
+    /// slow client takes as long as it takes, so no limit on the whole
+    /// response, only on each pause (`request_timeout` without a byte).
+    reads: Arc<AmazonS3>,
     at: Location,
     opts: S3Options,
     observer: Arc<dyn Observer>,
@@ -63,6 +68,19 @@ fn unavailable(e: StoreError) -> Error {
 
 fn not_found(e: &StoreError) -> bool {
     matches!(e, StoreError::NotFound { .. })
+}
+
+/// A failure of a request on a multipart upload. One the store no longer
+/// has (the bucket's lifecycle rule aborted it, or an earlier attempt
+/// completed it) will never come back: the upload cannot go on, and the
+/// client has to start it again. Anything else is retryable.
+fn multipart_failed(key: &Path, e: StoreError) -> Error {
+    match not_found(&e) {
+        true => Error::UploadInvalid(format!(
+            "the object store no longer has the multipart upload of {key}: start the upload again"
+        )),
+        false => unavailable(e),
+    }
 }
 
 impl S3BlobStore {
@@ -99,20 +117,30 @@ impl S3BlobStore {
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let client = ClientOptions::new()
             .with_allow_http(allow_http)
-            .with_timeout(opts.request_timeout)
             .with_connect_timeout(opts.connect_timeout);
-        let s3 = builder
-            .with_bucket_name(&location.bucket)
-            .with_client_options(client)
-            // Retries are ours (counted, bounded): see `retry`.
-            .with_retry(RetryConfig {
-                max_retries: 0,
-                ..RetryConfig::default()
-            })
-            .build()
-            .map_err(|e| Error::Unsupported(format!("object store {location}: {e}")))?;
+        let build = |client: ClientOptions| {
+            builder
+                .clone()
+                .with_bucket_name(&location.bucket)
+                .with_client_options(client)
+                // Retries are ours (counted, bounded): see `retry`.
+                .with_retry(RetryConfig {
+                    max_retries: 0,
+                    ..RetryConfig::default()
+                })
+                .build()
+                .map(Arc::new)
+                .map_err(|e| Error::Unsupported(format!("object store {location}: {e}")))
+        };
+        let s3 = build(client.clone().with_timeout(opts.request_timeout))?;
+        let reads = build(
+            client
+                .with_timeout_disabled()
+                .with_read_timeout(opts.request_timeout),
+        )?;
         Ok(S3BlobStore {
-            s3: Arc::new(s3),
+            s3,
+            reads,
             at: location,
             opts,
             observer,
@@ -183,16 +211,38 @@ impl S3BlobStore {
     async fn upload_part(&self, key: &Path, mp: &mut Multipart, bytes: Bytes) -> Result<()> {
         let idx = mp.parts.len();
         let len = bytes.len() as u64;
-        let part = self
+        let sent = self
             .call("part", || {
                 self.s3
                     .put_part(key, &mp.id, idx, PutPayload::from(bytes.clone()))
             })
-            .await
-            .map_err(unavailable)?;
+            .await;
+        let part = match sent {
+            Ok(part) => part,
+            Err(e) if not_found(&e) => return Err(multipart_failed(key, e)),
+            Err(e) => return Err(self.part_failed(key, &mp.id, idx, e).await),
+        };
         mp.parts.push(part.content_id);
         mp.bytes += len;
         Ok(())
+    }
+
+    /// Why part `idx` could not be sent. A store asked for a part of an
+    /// upload it no longer has may answer before reading the body and close
+    /// the connection (Garage does), which looks like a network failure;
+    /// an empty part of the same number gets a proper answer. If the upload
+    /// is there, that empty part is harmless: the next attempt replaces it,
+    /// and completion names only recorded parts.
+    async fn part_failed(&self, key: &Path, id: &MultipartId, idx: usize, e: StoreError) -> Error {
+        let probe = self
+            .call("part_probe", || {
+                self.s3.put_part(key, id, idx, PutPayload::default())
+            })
+            .await;
+        match probe {
+            Err(gone) if not_found(&gone) => multipart_failed(key, gone),
+            _ => unavailable(e),
+        }
     }
 
     async fn start_multipart(&self, key: &Path) -> Result<Multipart> {
@@ -220,7 +270,7 @@ impl S3BlobStore {
         })
         .await
         .map(|_| ())
-        .map_err(unavailable)
+        .map_err(|e| multipart_failed(key, e))
     }
 
     async fn abort(&self, key: &Path, mp: &Multipart) -> Result<()> {
@@ -237,7 +287,7 @@ impl S3BlobStore {
     /// The pending chunks' bytes, joined.
     async fn pending_bytes(&self, id: &str, st: &UploadState) -> Result<BytesMut> {
         let mut out = BytesMut::with_capacity(st.pending_bytes() as usize);
-        for c in &st.pending {
+        for c in st.pending.iter().filter(|c| c.len > 0) {
             let b = self.get_object(&self.at.chunk(id, c.offset)).await?;
             if b.len() as u64 != c.len {
                 return Err(Error::UploadInvalid(format!(
@@ -298,7 +348,12 @@ impl S3BlobStore {
                 self.flush_part(id, st, &mut fresh).await?;
             }
         }
-        if !fresh.is_empty() {
+        // The rest becomes a chunk object. When nothing is left over (the
+        // body ended on a part boundary, or was empty) and no chunk is
+        // pending, an empty one marks the upload: start-up recovery keeps
+        // only sessions whose upload has an object, and a multipart upload
+        // alone is not one.
+        if !fresh.is_empty() || st.pending.is_empty() {
             let start = offset + received - fresh.len() as u64;
             let len = fresh.len() as u64;
             self.put_object(&self.at.chunk(id, start), fresh.freeze())
@@ -318,12 +373,51 @@ impl S3BlobStore {
         };
         let key = self.at.upload_data(id);
         let mut mp = mp.clone();
-        if !st.pending.is_empty() {
+        if st.pending_bytes() > 0 {
             let tail = self.pending_bytes(id, st).await?;
             self.upload_part(&key, &mut mp, tail.freeze()).await?;
         }
         self.complete(&key, &mp).await?;
         self.call("copy", || self.s3.copy(&key, to))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Checks a finished upload's digest and puts its bytes at their
+    /// content address (a mismatch removes the upload's data).
+    async fn place(
+        &self,
+        id: &str,
+        size: u64,
+        hasher: Hasher,
+        state: &[u8],
+        expected: &Digest,
+    ) -> Result<()> {
+        let st = UploadState::decode(state)?;
+        if st.bytes() != size {
+            return Err(Error::UploadInvalid(format!(
+                "upload holds {} bytes, {size} were recorded",
+                st.bytes()
+            )));
+        }
+        let to = self.at.blob(expected);
+        if hasher.algorithm() == expected.algorithm() {
+            let actual = hasher.finish();
+            if actual != *expected {
+                self.delete_upload(id, state).await?;
+                return Err(mismatch(expected, actual));
+            }
+            return self.assemble(id, &st, &to).await;
+        }
+        // Assemble where nothing reads, check, then copy into place.
+        let data = self.at.upload_data(id);
+        self.assemble(id, &st, &data).await?;
+        let actual = self.hash_object(&data, expected.algorithm()).await?;
+        if actual != *expected {
+            self.delete_upload(id, &[]).await?;
+            return Err(mismatch(expected, actual));
+        }
+        self.call("copy", || self.s3.copy(&data, &to))
             .await
             .map_err(unavailable)
     }
@@ -334,7 +428,8 @@ impl S3BlobStore {
         let mut h = Hasher::new(algorithm);
         let mut stream = self.read_key(key, None).await.map_err(unavailable)?;
         while let Some(b) = stream.next().await {
-            h.update(&b.map_err(Error::Io)?);
+            // The store failed mid-read: retryable, like any failure of it.
+            h.update(&b.map_err(|e| Error::Unavailable(format!("object store: {e}")))?);
         }
         Ok(h.finish())
     }
@@ -348,7 +443,9 @@ impl S3BlobStore {
             range: range.clone().map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        let got = self.call("get", || self.s3.get_opts(key, opts())).await?;
+        let got = self
+            .call("get", || self.reads.get_opts(key, opts()))
+            .await?;
         Ok(got.into_stream().map_err(std::io::Error::other).boxed())
     }
 
@@ -447,9 +544,22 @@ impl BlobStore for S3BlobStore {
                 st.bytes()
             )));
         }
-        let received = self
+        let had_multipart = st.multipart.is_some();
+        let received = match self
             .receive(id, offset, &mut st, &mut hasher, body, limit)
-            .await?;
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                // A multipart upload this request started is recorded
+                // nowhere: abort it rather than leave it to the lifecycle
+                // rule (the recorded one, if any, stays).
+                if let (false, Some(mp)) = (had_multipart, &st.multipart) {
+                    let _ = self.abort(&self.at.upload_data(id), mp).await;
+                }
+                return Err(e);
+            }
+        };
         Ok(Appended {
             offset: offset + received,
             hasher,
@@ -465,40 +575,22 @@ impl BlobStore for S3BlobStore {
         state: &[u8],
         expected: &Digest,
     ) -> Result<()> {
-        let st = UploadState::decode(state)?;
-        if st.bytes() != size {
-            return Err(Error::UploadInvalid(format!(
-                "upload holds {} bytes, {size} were recorded",
-                st.bytes()
-            )));
-        }
-        let to = self.at.blob(expected);
-        if hasher.algorithm() == expected.algorithm() {
-            let actual = hasher.finish();
-            if actual != *expected {
-                self.delete_upload(id, state).await?;
-                return Err(mismatch(expected, actual));
+        match self.place(id, size, hasher, state, expected).await {
+            Ok(()) => {
+                // The upload's own objects are garbage now; a failure here
+                // leaves them to the next start-up's recovery.
+                if let Err(e) = self.delete_upload(id, &[]).await {
+                    tracing::warn!(upload = id, error = %e, "could not remove upload objects");
+                }
+                Ok(())
             }
-            self.assemble(id, &st, &to).await?;
-        } else {
-            // Assemble where nothing reads, check, then copy into place.
-            let data = self.at.upload_data(id);
-            self.assemble(id, &st, &data).await?;
-            let actual = self.hash_object(&data, expected.algorithm()).await?;
-            if actual != *expected {
-                self.delete_upload(id, &[]).await?;
-                return Err(mismatch(expected, actual));
+            Err(e @ Error::UploadInvalid(_)) => {
+                // The registry ends the session: its objects go with it.
+                let _ = self.delete_upload(id, state).await;
+                Err(e)
             }
-            self.call("copy", || self.s3.copy(&data, &to))
-                .await
-                .map_err(unavailable)?;
+            Err(e) => Err(e),
         }
-        // The upload's own objects are garbage now; a failure here leaves
-        // them to the next start-up's recovery.
-        if let Err(e) = self.delete_upload(id, &[]).await {
-            tracing::warn!(upload = id, error = %e, "could not remove upload objects");
-        }
-        Ok(())
     }
 
     async fn delete_upload(&self, id: &str, state: &[u8]) -> Result<()> {
@@ -637,7 +729,13 @@ impl BlobStore for S3BlobStore {
         };
         match (body, UploadState::decode(&state)?.multipart) {
             (Some(bytes), _) => self.put_object(&key, bytes).await?,
-            (None, Some(mp)) => self.complete(&key, &mp).await?,
+            (None, Some(mp)) => {
+                if let Err(e) = self.complete(&key, &mp).await {
+                    // Nothing will complete it later: free its parts now.
+                    let _ = self.abort(&key, &mp).await;
+                    return Err(e);
+                }
+            }
             (None, None) => return Err(Error::Bug("a staged blob holds nothing".into())),
         }
         Ok(size)

@@ -34,7 +34,9 @@ pub struct Chunk {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadState {
     pub multipart: Option<Multipart>,
-    /// Chunks not yet in a part, in order; they follow the parts.
+    /// Chunks not yet in a part, in order; they follow the parts. An empty
+    /// one marks an upload whose bytes are all in parts, so that every
+    /// upload holding data has an object a listing shows.
     pub pending: Vec<Chunk>,
 }
 

@@ -58,3 +58,47 @@ async fn small_upload_round_trip() {
     }
     assert_eq!(got, b"hello world");
 }
+
+/// An upload whose bytes all went into parts (it ended on a part boundary)
+/// is still listed, so start-up recovery keeps its session, and it
+/// commits whole.
+#[tokio::test]
+async fn an_upload_of_whole_parts_is_listed() {
+    let garage = tokio::task::spawn_blocking(testbed::Garage::single)
+        .await
+        .unwrap();
+    let s = store(&garage, "t2");
+    let part = S3Options::default().part_size;
+    let bytes: Vec<u8> = (0..2 * part).map(|i| (i % 251) as u8).collect();
+    let sha = registry_core::Algorithm::Sha256;
+    let a = s
+        .append(
+            "u2",
+            0,
+            Hasher::new(sha),
+            &[],
+            body(&bytes[..part]),
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.list_uploads().await.unwrap(), ["u2"]);
+    let a = s
+        .append(
+            "u2",
+            a.offset,
+            a.hasher,
+            &a.state,
+            body(&bytes[part..]),
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.list_uploads().await.unwrap(), ["u2"]);
+    let d = Digest::sha256_of(&bytes);
+    s.commit_upload("u2", a.offset, a.hasher, &a.state, &d)
+        .await
+        .unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(2 * part as u64));
+    assert!(s.list_uploads().await.unwrap().is_empty());
+}

@@ -1,73 +1,15 @@
-//! `registry check` on a stopped store, with a progress bar on a terminal.
+//! `registry check` on a stopped store, with its progress shown.
 
-use registry_core::check::{CheckOptions, Progress};
+use registry_core::check::CheckOptions;
 use registry_http::human_bytes;
 
 use crate::CheckArgs;
+use crate::progress::Reporter;
 use crate::store::open_stopped_store;
-
-/// Progress for long commands: a bar on a terminal, log lines otherwise.
-struct Reporter {
-    bar: Option<indicatif::ProgressBar>,
-    done: std::sync::atomic::AtomicU64,
-    started: std::time::Instant,
-}
-
-impl Reporter {
-    fn new() -> Reporter {
-        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:>20} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
-                )
-                .expect("template")
-                .progress_chars("=> "),
-            );
-            bar
-        });
-        Reporter {
-            bar,
-            done: 0.into(),
-            started: std::time::Instant::now(),
-        }
-    }
-
-    fn event(&self, p: Progress<'_>) {
-        use std::sync::atomic::Ordering::Relaxed;
-        match p {
-            Progress::Phase { name, total } => {
-                if let Some(bar) = &self.bar {
-                    bar.set_message(name.to_owned());
-                    bar.set_length(total.unwrap_or(0));
-                    bar.set_position(0);
-                } else {
-                    tracing::info!(phase = name, total, "check");
-                }
-                self.done.store(0, Relaxed);
-            }
-            Progress::Advance(n) => {
-                let done = self.done.fetch_add(n, Relaxed) + n;
-                if let Some(bar) = &self.bar {
-                    bar.inc(n);
-                } else if done.is_multiple_of(10_000) {
-                    let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-                    tracing::info!(done, rate = format!("{rate:.0}/s"), "check progress");
-                }
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
 
 pub async fn check(args: CheckArgs) -> anyhow::Result<i32> {
     let (_, store) = open_stopped_store(&args.store).await?;
-    let reporter = Reporter::new();
+    let reporter = Reporter::new(10_000);
     let options = CheckOptions {
         repair: args.repair,
         verify_content: args.verify_content,

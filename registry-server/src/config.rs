@@ -35,7 +35,8 @@ pub struct Storage {
     pub blob_redirect: bool,
     /// Size of each part of a multipart upload to the object store.
     pub part_size: u64,
-    /// Longest an object store request may take (its body included).
+    /// Longest an object store request may take (its body included; a
+    /// blob streamed out may take longer, with no pause this long).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Longest an object store connection may take to open.

@@ -1,11 +1,13 @@
-//! The `registry` binary: `serve` (the default), `gc` and `check`. It reads
-//! the configuration, opens the store it names, and wires the core, the
-//! collector and the HTTP layer together.
+//! The `registry` binary: `serve` (the default), `gc`, `check` and
+//! `migrate-blobs`. It reads the configuration, opens the store it names,
+//! and wires the core, the collector and the HTTP layer together.
 
 mod check;
 mod config;
 mod gc;
 mod log_sink;
+mod migrate;
+mod progress;
 mod remote;
 mod retention;
 mod serve;
@@ -45,6 +47,11 @@ pub enum Command {
     /// Exit status: 0 clean, 1 problems found and all repaired, 2 problems
     /// remain.
     Check(CheckArgs),
+    /// Copy the blobs of a filesystem store into an object store, verifying
+    /// each, so that `serve --blob-store` can use the bucket with the same
+    /// data directory. Idempotent. Exit status: 0 every blob is in the
+    /// bucket, 2 some (or all) could not be copied.
+    MigrateBlobs(migrate::MigrateArgs),
 }
 
 #[derive(Args)]
@@ -239,6 +246,14 @@ fn main() -> anyhow::Result<()> {
             let code = runtime.block_on(check::check(args))?;
             std::process::exit(code);
         }
+        Command::MigrateBlobs(args) => match runtime.block_on(migrate::migrate(args)) {
+            Ok(code) => std::process::exit(code),
+            // Nothing (more) could be copied: the same status as a failed blob.
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                std::process::exit(2);
+            }
+        },
         Command::Gc(args) => {
             if !runtime.block_on(gc::gc(args))? {
                 std::process::exit(1);

@@ -1,13 +1,15 @@
 //! Crash consistency: kill -9 the server in the middle of concurrent pushes,
 //! restart it on the same data, and check that everything a client was told
 //! succeeded is still there, whole, and that the store is fully usable.
+//! Each test runs with the blobs in the data directory (`NAME::fs`) and in
+//! a Garage bucket (`NAME::s3`).
 
 mod harness;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::{Client, OCI_MANIFEST, Server, random_bytes, sha256};
+use harness::{Blobs, Client, OCI_MANIFEST, Server, random_bytes, sha256};
 use serde_json::json;
 
 type Acked = Arc<Mutex<Vec<(String, String, Vec<String>)>>>;
@@ -129,9 +131,8 @@ async fn verify(c: &Client, acked: &Acked) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_pushes_loses_nothing_acknowledged() {
-    let mut server = Server::start();
+async fn kill_9_during_pushes_loses_nothing_acknowledged(blobs: Blobs) {
+    let mut server = Server::start_on(blobs, &[]);
     let acked: Acked = Arc::default();
     let shared = random_bytes(50_000);
     for round in 0..4u64 {
@@ -191,13 +192,12 @@ fn assert_check_clean(server: &mut Server) {
 /// blob is either fully there (index row and readable bytes) or fully gone,
 /// the trash is empty, the images in use are intact, and the next run
 /// finishes the job.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_gc_leaves_blobs_whole_or_gone() {
+async fn kill_9_during_gc_leaves_blobs_whole_or_gone(blobs: Blobs) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("registry.toml");
     std::fs::write(&config, "[gc]\nbatch_size = 50\n").unwrap();
     let config = config.to_str().unwrap().to_owned();
-    let mut server = Server::start_with(&["--gc-grace", "0s", "--config", &config]);
+    let mut server = Server::start_on(blobs, &["--gc-grace", "0s", "--config", &config]);
     let c = server.client();
     c.push_image("keep", "v1", 3).await;
     let mut garbage = Vec::new();
@@ -263,3 +263,8 @@ async fn kill_9_during_gc_leaves_blobs_whole_or_gone() {
     // deletes) went with that run's reconciliation.
     assert_check_clean(&mut server);
 }
+
+on_both_stores!(
+    kill_9_during_pushes_loses_nothing_acknowledged,
+    kill_9_during_gc_leaves_blobs_whole_or_gone,
+);

@@ -3,6 +3,9 @@
 //! pulled back, an artifact attached to another through `subject` and seen
 //! in the referrers API, tag deletion, and OCI layouts pushed and pulled.
 //!
+//! Each test runs twice: with the blobs in the data directory (`NAME::fs`)
+//! and in a Garage bucket (`NAME::s3`).
+//!
 //! python3 and the client must be installed (`pip install oras`); without
 //! them these tests fail, they are never skipped.
 
@@ -13,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use harness::oci_layout::{self, Layer, OciLayout};
-use harness::{OCI_INDEX, OCI_MANIFEST, Server};
+use harness::{Blobs, OCI_INDEX, OCI_MANIFEST, Server};
 use serde_json::{Value, json};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/oras_client.py");
@@ -195,10 +198,9 @@ fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name} in {}: {e}", dir.display()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn artifact_with_files_pushes_and_pulls_back_identical() {
+async fn artifact_with_files_pushes_and_pulls_back_identical(blobs: Blobs) {
     require_oras();
-    let server = Server::start();
+    let server = Server::start_on(blobs, &[]);
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     let hello = format!(
@@ -327,10 +329,9 @@ async fn artifact_with_files_pushes_and_pulls_back_identical() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attached_artifact_is_a_referrer_until_its_tag_is_deleted() {
+async fn attached_artifact_is_a_referrer_until_its_tag_is_deleted(blobs: Blobs) {
     require_oras();
-    let server = Server::start();
+    let server = Server::start_on(blobs, &[]);
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     write(&work, "payload.txt", &harness::random_bytes(200));
@@ -474,10 +475,9 @@ async fn attached_artifact_is_a_referrer_until_its_tag_is_deleted() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oci_layouts_push_and_pull_through_the_client() {
+async fn oci_layouts_push_and_pull_through_the_client(blobs: Blobs) {
     require_oras();
-    let server = Server::start();
+    let server = Server::start_on(blobs, &[]);
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let mut layout = OciLayout::create(&src);
@@ -561,3 +561,9 @@ async fn oci_layouts_push_and_pull_through_the_client() {
     expected.extend(index.children.iter().map(|c| c.digest.clone()));
     assert_eq!(oci_layout::closure(&out, &entry.digest), expected);
 }
+
+on_both_stores!(
+    artifact_with_files_pushes_and_pulls_back_identical,
+    attached_artifact_is_a_referrer_until_its_tag_is_deleted,
+    oci_layouts_push_and_pull_through_the_client,
+);

@@ -2,6 +2,9 @@
 //! a running Berth, inspected, copied back out and compared digest by digest,
 //! and deleted by tag and by digest.
 //!
+//! Each test runs twice: with the blobs in the data directory (`NAME::fs`)
+//! and in a Garage bucket (`NAME::s3`).
+//!
 //! skopeo must be installed (`apt-get install -y skopeo`); without it these
 //! tests fail, they are never skipped.
 
@@ -13,7 +16,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use harness::oci_layout::{self, BuiltImage, BuiltIndex, Layer, OciLayout};
-use harness::{OCI_INDEX, OCI_MANIFEST, Server};
+use harness::{Blobs, OCI_INDEX, OCI_MANIFEST, Server};
 use serde_json::Value;
 
 const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
@@ -261,10 +264,9 @@ fn index_layout(dir: &Path, tag: &str) -> BuiltIndex {
     index
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_layer_image_round_trips_with_identical_digests() {
+async fn multi_layer_image_round_trips_with_identical_digests(blobs: Blobs) {
     require_skopeo();
-    let server = Server::start();
+    let server = Server::start_on(blobs, &[]);
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let image = image_layout(&src, "v1", 4);
@@ -319,10 +321,9 @@ async fn multi_layer_image_round_trips_with_identical_digests() {
     pull_intact(&server, &by_digest, &tmp.path().join("out2"), &image).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_arch_index_round_trips_with_all() {
+async fn multi_arch_index_round_trips_with_all(blobs: Blobs) {
     require_skopeo();
-    let server = Server::start();
+    let server = Server::start_on(blobs, &[]);
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let index = index_layout(&src, "multi");
@@ -391,10 +392,9 @@ async fn multi_arch_index_round_trips_with_all() {
     assert_eq!(oci_layout::closure(&out, &entry.digest), expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn child_manifest_of_an_index_pulls_by_digest() {
+async fn child_manifest_of_an_index_pulls_by_digest(blobs: Blobs) {
     require_skopeo();
-    let server = Server::start();
+    let server = Server::start_on(blobs, &[]);
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let index = index_layout(&src, "multi");
@@ -416,10 +416,9 @@ async fn child_manifest_of_an_index_pulls_by_digest() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_by_tag_removes_the_tag_only() {
+async fn delete_by_tag_removes_the_tag_only(blobs: Blobs) {
     require_skopeo();
-    let server = Server::start();
+    let server = Server::start_on(blobs, &[]);
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let image = image_layout(&src, "v1", 3);
@@ -457,10 +456,9 @@ async fn delete_by_tag_removes_the_tag_only() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skopeo_delete_by_digest_removes_manifest_and_all_its_tags() {
+async fn skopeo_delete_by_digest_removes_manifest_and_all_its_tags(blobs: Blobs) {
     require_skopeo();
-    let server = Server::start();
+    let server = Server::start_on(blobs, &[]);
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let image = image_layout(&src, "v1", 3);
@@ -490,10 +488,9 @@ async fn skopeo_delete_by_digest_removes_manifest_and_all_its_tags() {
     skopeo_fails(&server, &["delete", "--tls-verify=false", &by_digest]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_one_image_leaves_a_sibling_sharing_layers_intact() {
+async fn deleting_one_image_leaves_a_sibling_sharing_layers_intact(blobs: Blobs) {
     require_skopeo();
-    let server = Server::start();
+    let server = Server::start_on(blobs, &[]);
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
 
@@ -538,3 +535,12 @@ async fn deleting_one_image_leaves_a_sibling_sharing_layers_intact() {
     pull_intact(&server, "e2e/shared:b", &tmp.path().join("out-restart"), &b).await;
     assert_manifest_gone(&server, "e2e/shared", &a.digest).await;
 }
+
+on_both_stores!(
+    multi_layer_image_round_trips_with_identical_digests,
+    multi_arch_index_round_trips_with_all,
+    child_manifest_of_an_index_pulls_by_digest,
+    delete_by_tag_removes_the_tag_only,
+    skopeo_delete_by_digest_removes_manifest_and_all_its_tags,
+    deleting_one_image_leaves_a_sibling_sharing_layers_intact,
+);

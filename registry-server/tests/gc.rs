@@ -5,7 +5,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{OCI_INDEX, OCI_MANIFEST, Server, random_bytes, sha256};
+use harness::{Blobs, OCI_INDEX, OCI_MANIFEST, Server, random_bytes, sha256};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -25,25 +25,10 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-fn blob_files(s: &Server) -> usize {
-    walk(&s.data_dir().join("blobs"))
-}
-
-fn walk(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| {
-                let p = e.unwrap().path();
-                if p.is_dir() { walk(&p) } else { 1 }
-            })
-            .sum()
-        })
-        .unwrap_or(0)
-}
-
-#[tokio::test]
-async fn deleted_images_are_collected_shared_layers_stay() {
-    let s = Server::start_with(&["--gc-grace", "0s"]);
+/// On both stores: what a run deletes is gone from the blob store (the
+/// bucket is listed), and what it keeps still pulls.
+async fn deleted_images_are_collected_shared_layers_stay(blobs: Blobs) {
+    let s = Server::start_on(blobs, &["--gc-grace", "0s"]);
     let c = s.client();
     let shared = random_bytes(4096);
     let sd = c.push_blob("app", &shared).await;
@@ -56,7 +41,8 @@ async fn deleted_images_are_collected_shared_layers_stay() {
     let b = c
         .push_image_with_layers("app", "b", &[desc], vec![sd.clone()])
         .await;
-    let files_before = blob_files(&s);
+    let stored_before = s.stored_blobs().await;
+    assert!(stored_before.contains(&ad) && stored_before.contains(&sd));
 
     // What deleting tag a would free: its own layer and config, not the shared one.
     let p: Value = c.json("/admin/gc/preview?repository=app&reference=a").await;
@@ -97,12 +83,25 @@ async fn deleted_images_are_collected_shared_layers_stay() {
 
     let dry = c.run_gc(json!({"dry_run": true})).await;
     assert_eq!(digests(&dry, "blobs"), expected);
-    assert_eq!(blob_files(&s), files_before, "a dry run deletes nothing");
+    assert_eq!(
+        s.stored_blobs().await,
+        stored_before,
+        "a dry run deletes nothing"
+    );
 
     let run = c.run_gc(json!({})).await;
     assert_eq!(digests(&run, "blobs"), expected);
     assert_eq!(run["fences"], 1);
-    assert_eq!(blob_files(&s), files_before - 2);
+    let stored_after = s.stored_blobs().await;
+    let expected_after: std::collections::BTreeSet<String> = stored_before
+        .iter()
+        .filter(|d| !expected.contains(d))
+        .cloned()
+        .collect();
+    assert_eq!(
+        stored_after, expected_after,
+        "exactly the deleted blobs went"
+    );
     for d in &expected {
         assert_eq!(
             c.status(Method::GET, &format!("/v2/app/blobs/{d}")).await,
@@ -614,3 +613,5 @@ async fn policies_from_the_command_line() {
         200
     );
 }
+
+on_both_stores!(deleted_images_are_collected_shared_layers_stay);

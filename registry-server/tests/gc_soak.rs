@@ -7,21 +7,21 @@
 //! period ago never fails with `MANIFEST_BLOB_UNKNOWN`, whatever a sweep did
 //! in between. Afterwards: every tag pulls completely, and once the grace
 //! period is over one more run leaves exactly the blobs that stored
-//! manifests reference, on disk and in the index.
+//! manifests reference, in the blob store and in the index.
 //!
 //! The randomness is seeded (printed; `BERTH_SOAK_SEED` replays a seed's
 //! choices, not its timing). `BERTH_SOAK_FENCE_WAIT` replaces the fence
-//! wait. Run with `--nocapture` to see the summary.
+//! wait. Run with `--nocapture` to see the summary. It runs with the blobs
+//! in the data directory (`..::fs`) and in a Garage bucket (`..::s3`).
 
 mod harness;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::{Client, OCI_MANIFEST, Server, sha256};
+use harness::{Blobs, Client, OCI_MANIFEST, Server, sha256};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::{Value, json};
@@ -800,25 +800,6 @@ async fn collector(sh: Arc<Shared>, seed: u64) {
     }
 }
 
-fn blob_file(data: &Path, digest: &str) -> std::path::PathBuf {
-    let hex = digest.strip_prefix("sha256:").expect("sha256");
-    data.join("blobs").join("sha256").join(&hex[..2]).join(hex)
-}
-
-/// Every blob file in the store, as digests.
-fn stored_blob_files(data: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let root = data.join("blobs").join("sha256");
-    for prefix in std::fs::read_dir(&root).into_iter().flatten() {
-        let prefix = prefix.unwrap().path();
-        for f in std::fs::read_dir(&prefix).into_iter().flatten() {
-            let name = f.unwrap().file_name().to_string_lossy().into_owned();
-            out.insert(format!("sha256:{name}"));
-        }
-    }
-    out
-}
-
 /// Every tag in the registry, walking the catalog and the tag lists.
 async fn all_tags(sh: &Shared) -> Vec<(String, String)> {
     let r = call(sh.c.get("/v2/_catalog?n=10000")).await;
@@ -864,8 +845,7 @@ fn report_failures(sh: &Shared, server: &Server, problems: &[String]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pushes_deletes_and_collection_interleave_safely() {
+async fn pushes_deletes_and_collection_interleave_safely(blobs: Blobs) {
     let seed = std::env::var("BERTH_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -873,7 +853,10 @@ async fn pushes_deletes_and_collection_interleave_safely() {
     let fence_wait =
         std::env::var("BERTH_SOAK_FENCE_WAIT").unwrap_or_else(|_| FENCE_WAIT_ARG.to_owned());
     println!("gc soak: seed {seed} (replay with BERTH_SOAK_SEED={seed}), fence wait {fence_wait}");
-    let server = Server::start_with(&["--gc-grace", GRACE_ARG, "--gc-fence-wait", &fence_wait]);
+    let server = Server::start_on(
+        blobs,
+        &["--gc-grace", GRACE_ARG, "--gc-fence-wait", &fence_wait],
+    );
     // A pooled client: one connection per request would run the loopback
     // out of ports under this load.
     let c = Client {
@@ -988,17 +971,17 @@ async fn pushes_deletes_and_collection_interleave_safely() {
         }
     }
 
-    let data = server.data_dir();
+    let stored = server.stored_blobs().await;
     let pushed = sh.pushed_blobs.lock().unwrap().clone();
     let mut garbage = 0;
     for d in &pushed {
         if let Some(repo) = referenced.get(d) {
             let r = call(sh.c.head(&format!("/v2/{repo}/blobs/{d}"))).await;
-            if r.status != 200 || !blob_file(&data, d).exists() {
+            if r.status != 200 || !stored.contains(d) {
                 problems.push(format!(
-                    "referenced blob {d}: HEAD in {repo} {}, file {}",
+                    "referenced blob {d}: HEAD in {repo} {}, stored {}",
                     r.status,
-                    blob_file(&data, d).exists()
+                    stored.contains(d)
                 ));
             }
             continue;
@@ -1010,16 +993,15 @@ async fn pushes_deletes_and_collection_interleave_safely() {
                 problems.push(format!("garbage blob {d}: HEAD in {repo} {}", r.status));
             }
         }
-        if blob_file(&data, d).exists() {
-            problems.push(format!("garbage blob {d}: its file is still there"));
+        if stored.contains(d) {
+            problems.push(format!("garbage blob {d}: its bytes are still stored"));
         }
     }
-    let on_disk = stored_blob_files(&data);
     let kept: BTreeSet<String> = referenced.keys().cloned().collect();
-    for d in on_disk.symmetric_difference(&kept) {
+    for d in stored.symmetric_difference(&kept) {
         problems.push(format!(
-            "blob {d}: on disk {}, referenced {}",
-            on_disk.contains(d),
+            "blob {d}: stored {}, referenced {}",
+            stored.contains(d),
             kept.contains(d)
         ));
     }
@@ -1098,3 +1080,5 @@ async fn pushes_deletes_and_collection_interleave_safely() {
         "every refused write was a 503 to a client"
     );
 }
+
+on_both_stores!(pushes_deletes_and_collection_interleave_safely);

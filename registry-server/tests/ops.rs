@@ -5,20 +5,9 @@ mod harness;
 
 use std::process::Command;
 
-use harness::{OCI_MANIFEST, Server, have, sha256};
+use harness::{OCI_MANIFEST, Server, have, sample, sha256};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-/// The value of a sample line `name{labels} value` (labels in any order
-/// given as a substring), 0 if absent.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}
 
 async fn metrics(c: &harness::Client) -> String {
     let res = c.get("/metrics").send().await.unwrap();

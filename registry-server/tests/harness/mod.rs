@@ -83,12 +83,7 @@ impl Server {
             format!("s3://{}/{prefix}", garage.bucket()),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
-        let env = garage
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        let mut s = Server::spawn(root, all, env, default_log_level());
+        let mut s = Server::spawn(root, all, s3_env(&garage), default_log_level());
         s._tmp = Some(tmp);
         s.garage = Some(garage);
         s.prefix = Some(prefix);
@@ -250,6 +245,17 @@ impl Server {
         self.child = fresh.into_child();
     }
 
+    /// From the next restart on, the server keeps its blobs in `garage`'s
+    /// bucket under `prefix`, with the same data directory (after a
+    /// migration of its blobs).
+    pub fn move_blobs_to(&mut self, garage: std::sync::Arc<testbed::Garage>, prefix: &str) {
+        self.args.push("--blob-store".into());
+        self.args.push(format!("s3://{}/{prefix}", garage.bucket()));
+        self.env = s3_env(&garage);
+        self.garage = Some(garage);
+        self.prefix = Some(prefix.to_owned());
+    }
+
     fn into_child(mut self) -> Option<Child> {
         self.child.take()
     }
@@ -279,6 +285,12 @@ impl Server {
             base: self.url.clone(),
         }
     }
+}
+
+/// The environment a server needs to reach `garage` (endpoint, key, region).
+pub fn s3_env(garage: &testbed::Garage) -> Vec<(String, String)> {
+    let env = garage.env().into_iter();
+    env.map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 impl Drop for Server {
@@ -610,4 +622,35 @@ pub fn walk_blobs(dir: &Path) -> std::collections::BTreeSet<String> {
         }
     }
     out
+}
+
+/// The sum of the samples of metric `name` whose labels contain every one
+/// of `labels` (`kind="get"`), in a Prometheus text exposition.
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// Runs each `async fn NAME(blobs: Blobs)` of a test file as two tests,
+/// `NAME::fs` (blobs in the data directory) and `NAME::s3` (blobs in a
+/// Garage bucket), so every store passes the same test bodies.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fs() {
+                super::$name($crate::harness::Blobs::Fs).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn s3() {
+                super::$name($crate::harness::Blobs::S3).await
+            }
+        }
+    )+};
 }
