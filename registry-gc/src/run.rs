@@ -1,6 +1,7 @@
 //! What a run does. Four phases, each proportional to the garbage, never
 //! to the store (reconciliation walks the store, but off the fence, a page
-//! at a time):
+//! at a time), after an optional retention phase that deletes the tags the
+//! retention rules condemn (so the phases below collect what they leave):
 //!
 //! 1. **uploads**: sessions idle for longer than `upload_max_age` are
 //!    purged with their data (under the session's lock, rechecked there).
