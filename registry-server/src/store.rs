@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use registry_core::blob::{BlobStore, FsBlobStore};
 use registry_core::coord::InProcess;
+use registry_core::durable;
 use registry_core::index::Index;
 use registry_core::observe::{NoObserver, Observer};
 use registry_core::registry::Recovery;
@@ -53,7 +54,7 @@ pub fn open_store(
     clock: Clock,
     observer: Arc<dyn Observer>,
 ) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
+    durable::ensure_dir(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let (blobs, fs) = open_blobs(config, observer.clone())?;
     let index = Index::open_redb_with(
@@ -62,6 +63,11 @@ pub fn open_store(
         clock.clone(),
         observer.clone(),
     )?;
+    // The blob store's directories and the index file are entries of the
+    // data directory: every fsync made to them afterwards keeps its promise
+    // across a power cut only once these names are durable.
+    durable::fsync_dir(&config.data_dir)
+        .with_context(|| format!("syncing {}", config.data_dir.display()))?;
     let node = Arc::new(InProcess::new(config.gc.fence_wait, clock, observer));
     let options = Options {
         limits: Limits {
