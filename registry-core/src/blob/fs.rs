@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::{Appended, BlobStore, ByteStream, StoredBlob, valid_upload_id};
 use crate::digest::{Algorithm, Digest, Hasher};
+use crate::durable::{self, fsync_dir};
 use crate::error::{Error, Result};
 
 /// Size of the pieces a blob is read and sent in.
@@ -61,11 +62,32 @@ pub struct FsBlobStore {
 
 impl FsBlobStore {
     /// Opens (creating if needed) a blob store under `root`.
+    ///
+    /// Every directory a blob can be stored in is created here, under a
+    /// durable name, before any blob is: committing a blob then needs to
+    /// sync only its own directory, and never depends on a directory that
+    /// another commit created but has not made durable yet. The parents are
+    /// synced at every open (four directories), also when nothing was
+    /// created: a start stopped between creating and syncing, or an older
+    /// release that created directories on demand, may have left a name
+    /// that a power cut would take.
     pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
         let root = root.into();
+        durable::ensure_dir(&root)?;
         for dir in ["blobs", "uploads"] {
-            fs::create_dir_all(root.join(dir))?;
+            durable::make_dir(&root.join(dir))?;
         }
+        fsync_dir(&root)?;
+        let blobs = root.join("blobs");
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let dir = blobs.join(algorithm.as_str());
+            durable::make_dir(&dir)?;
+            for byte in 0..=u8::MAX {
+                durable::make_dir(&dir.join(format!("{byte:02x}")))?;
+            }
+            fsync_dir(&dir)?;
+        }
+        fsync_dir(&blobs)?;
         Ok(FsBlobStore { root })
     }
 
@@ -125,10 +147,6 @@ impl FsBlobStore {
         debug_assert!(valid_upload_id(id));
         self.root.join("uploads").join(id)
     }
-}
-
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
