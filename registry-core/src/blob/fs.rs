@@ -5,12 +5,14 @@
 //! - `uploads/<id>`: in-progress uploads;
 //! - `quarantine/`: blobs an integrity check found corrupt.
 //!
-//! Writes go: append to the upload file (hashing as bytes arrive), fsync,
-//! rename into the content address, fsync the directory. Only then does the
+//! Writes go: append to the upload file (hashing as bytes arrive), fsync
+//! (and, for the append that creates the file, fsync `uploads/`), rename
+//! into the content address, fsync the directory. Only then does the
 //! caller commit the index row, so the index never names a blob whose bytes
 //! are not durable. Deletes come after the index transaction that forgot
-//! the blob committed; one lost to a crash leaves a file without a row,
-//! which the collector's reconciliation removes.
+//! the blob committed, and are not synced: one lost to a crash, or undone
+//! by a power cut, leaves a file without a row, which the collector's
+//! reconciliation removes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -175,12 +177,8 @@ fn write_upload(
 ) -> Result<Appended> {
     // The first append creates the upload's file; a later one whose file
     // is gone has lost its data.
-    let file = match not_found_as_none(
-        OpenOptions::new()
-            .write(true)
-            .create(offset == 0)
-            .open(path),
-    )? {
+    let creates = offset == 0;
+    let file = match not_found_as_none(OpenOptions::new().write(true).create(creates).open(path))? {
         Some(f) => f,
         None => return Err(Error::UploadUnknown),
     };
@@ -201,6 +199,12 @@ fn write_upload(
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_data()?;
+    if creates {
+        // The caller may now record the offset and acknowledge the chunk:
+        // the file's name must survive a power cut too, or start-up finds
+        // a session without data and drops it.
+        fsync_dir(path.parent().expect("upload path has a parent"))?;
+    }
     Ok(Appended {
         offset,
         hasher,
