@@ -10,6 +10,7 @@ pub mod clock;
 pub mod coord;
 pub mod db;
 pub mod digest;
+pub mod durable;
 pub mod error;
 pub mod index;
 pub mod manifest;

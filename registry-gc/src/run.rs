@@ -18,8 +18,9 @@
 //!    fenced batches of at most `batch_size` (see
 //!    `registry_core::registry::gc` for a sweep and its safety argument).
 //! 4. **reconcile**: files without an index row (a crash between a sweep's
-//!    commit and its deletes, or between an upload's rename and its commit)
-//!    older than the grace period are deleted; skipped by dry runs.
+//!    commit and its deletes, or between an upload's rename and its commit;
+//!    a power cut that undid deletes, which are not synced) older than the
+//!    grace period are deleted; skipped by dry runs.
 //!
 //! Why this is safe while pushes go on: a blob is deleted only if, inside
 //! the fence, its reference count is 0 and nothing uploaded, mounted or

@@ -7,6 +7,7 @@ use anyhow::Context;
 use registry_core::blob::{BlobStore, FsBlobStore};
 use registry_core::coord::{Coordination, InProcess, Shared};
 use registry_core::db::Db;
+use registry_core::durable;
 use registry_core::index::Index;
 use registry_core::model;
 use registry_core::observe::{NoObserver, Observer};
@@ -102,10 +103,15 @@ pub async fn open_store(
     clock: Clock,
     observer: Arc<dyn Observer>,
 ) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
+    durable::ensure_dir(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let (blobs, fs) = open_blobs(config, observer.clone())?;
     let (index, node) = open_index(config, &clock, observer).await?;
+    // The blob store's directories and the index file are entries of the
+    // data directory: every fsync made to them afterwards keeps its promise
+    // across a power cut only once these names are durable.
+    durable::fsync_dir(&config.data_dir)
+        .with_context(|| format!("syncing {}", config.data_dir.display()))?;
     let options = Options {
         limits: Limits {
             max_manifest_bytes: config.limits.max_manifest_bytes,

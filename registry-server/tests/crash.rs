@@ -9,127 +9,10 @@ mod harness;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::{Blobs, Client, OCI_MANIFEST, Server, random_bytes, sha256};
-use serde_json::json;
+use harness::under_fire::{OpenUploads, Pushed, assert_intact, try_push_image};
+use harness::{Blobs, Server, random_bytes, sha256};
 
-type Acked = Arc<Mutex<Vec<(String, String, Vec<String>)>>>;
-
-/// A push that reports failure instead of panicking (the server dies under it).
-async fn try_push_blob(c: &Client, repo: &str, bytes: &[u8]) -> Result<String, String> {
-    let d = sha256(bytes);
-    let res = c
-        .post(&format!("/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if res.status() != 202 {
-        return Err(format!("POST {}", res.status()));
-    }
-    let loc = res.headers()["location"].to_str().unwrap().to_owned();
-    // Two chunks, so kills land between PATCH and PUT too.
-    let half = bytes.len() / 2;
-    let res = c
-        .patch(&loc)
-        .body(bytes[..half].to_vec())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if res.status() != 202 {
-        return Err(format!("PATCH {}", res.status()));
-    }
-    let res = c
-        .put(&format!("{loc}?digest={d}"))
-        .body(bytes[half..].to_vec())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if res.status() != 201 {
-        return Err(format!("PUT {}", res.status()));
-    }
-    Ok(d)
-}
-
-async fn try_push_image(
-    c: &Client,
-    repo: &str,
-    tag: &str,
-    shared: &[u8],
-) -> Result<(String, Vec<String>), String> {
-    let mut layers = vec![];
-    let mut descs = vec![];
-    for bytes in [shared.to_vec(), random_bytes(20_000), random_bytes(3_000)] {
-        let d = try_push_blob(c, repo, &bytes).await?;
-        descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": bytes.len()}));
-        layers.push(d);
-    }
-    let config = random_bytes(100);
-    let cd = try_push_blob(c, repo, &config).await?;
-    layers.push(cd.clone());
-    let body = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
-        "layers": descs,
-    }))
-    .unwrap();
-    let res = c
-        .put(&format!("/v2/{repo}/manifests/{tag}"))
-        .header("content-type", OCI_MANIFEST)
-        .body(body.clone())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if res.status() != 201 {
-        return Err(format!("PUT manifest {}", res.status()));
-    }
-    Ok((sha256(&body), layers))
-}
-
-/// Every acknowledged image resolves, and every blob it references comes
-/// back with the right digest; every tag in every repository is whole.
-async fn verify(c: &Client, acked: &Acked) {
-    let acked = acked.lock().unwrap().clone();
-    for (repo, tag, blobs) in &acked {
-        let res = c
-            .get(&format!("/v2/{repo}/manifests/{tag}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "acknowledged {repo}:{tag} lost");
-        for b in blobs {
-            let res = c
-                .get(&format!("/v2/{repo}/blobs/{b}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200, "blob {b} of {repo}:{tag}");
-            assert_eq!(&sha256(&res.bytes().await.unwrap()), b, "blob {b} content");
-        }
-    }
-    let catalog: serde_json::Value = c.json("/v2/_catalog").await;
-    for repo in catalog["repositories"].as_array().unwrap() {
-        let repo = repo.as_str().unwrap();
-        let tags: serde_json::Value = c.json(&format!("/v2/{repo}/tags/list")).await;
-        for tag in tags["tags"].as_array().unwrap() {
-            let res = c
-                .get(&format!("/v2/{repo}/manifests/{}", tag.as_str().unwrap()))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-            let m: serde_json::Value = res.json().await.unwrap();
-            for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap()) {
-                let d = d["digest"].as_str().unwrap();
-                let res = c
-                    .get(&format!("/v2/{repo}/blobs/{d}"))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), 200, "{repo}:{tag} references {d}");
-                assert_eq!(sha256(&res.bytes().await.unwrap()), d);
-            }
-        }
-    }
-}
+type Acked = Arc<Mutex<Vec<Pushed>>>;
 
 async fn kill_9_during_pushes_loses_nothing_acknowledged(blobs: Blobs) {
     let mut server = Server::start_on(blobs, &[]);
@@ -144,8 +27,14 @@ async fn kill_9_during_pushes_loses_nothing_acknowledged(blobs: Blobs) {
                 for i in 0.. {
                     let repo = format!("crash/w{worker}");
                     let tag = format!("r{round}-{i}");
-                    match try_push_image(&c, &repo, &tag, &shared).await {
-                        Ok((_digest, blobs)) => acked.lock().unwrap().push((repo, tag, blobs)),
+                    let uploads = OpenUploads::default();
+                    match try_push_image(&c, &repo, &tag, &shared, &uploads).await {
+                        Ok((digest, blobs)) => acked.lock().unwrap().push(Pushed {
+                            repo,
+                            tag,
+                            digest,
+                            blobs,
+                        }),
                         Err(_) => return, // the server is gone
                     }
                 }
@@ -157,7 +46,8 @@ async fn kill_9_during_pushes_loses_nothing_acknowledged(blobs: Blobs) {
             t.await.unwrap();
         }
         server.restart();
-        verify(&server.client(), &acked).await;
+        let so_far = acked.lock().unwrap().clone();
+        assert_intact(&server.client(), &so_far).await;
     }
     assert!(
         acked.lock().unwrap().len() >= 4,

@@ -5,12 +5,14 @@
 //! - `uploads/<id>`: in-progress uploads;
 //! - `quarantine/`: blobs an integrity check found corrupt.
 //!
-//! Writes go: append to the upload file (hashing as bytes arrive), fsync,
-//! rename into the content address, fsync the directory. Only then does the
+//! Writes go: append to the upload file (hashing as bytes arrive), fsync
+//! (and, for the append that creates the file, fsync `uploads/`), rename
+//! into the content address, fsync the directory. Only then does the
 //! caller commit the index row, so the index never names a blob whose bytes
 //! are not durable. Deletes come after the index transaction that forgot
-//! the blob committed; one lost to a crash leaves a file without a row,
-//! which the collector's reconciliation removes.
+//! the blob committed, and are not synced: one lost to a crash, or undone
+//! by a power cut, leaves a file without a row, which the collector's
+//! reconciliation removes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -24,6 +26,7 @@ use tokio::sync::mpsc;
 
 use super::{Appended, BlobStore, ByteStream, StoredBlob, valid_upload_id};
 use crate::digest::{Algorithm, Digest, Hasher};
+use crate::durable::{self, fsync_dir};
 use crate::error::{Error, Result};
 
 /// Size of the pieces a blob is read and sent in.
@@ -61,11 +64,32 @@ pub struct FsBlobStore {
 
 impl FsBlobStore {
     /// Opens (creating if needed) a blob store under `root`.
+    ///
+    /// Every directory a blob can be stored in is created here, under a
+    /// durable name, before any blob is: committing a blob then needs to
+    /// sync only its own directory, and never depends on a directory that
+    /// another commit created but has not made durable yet. The parents are
+    /// synced at every open (four directories), also when nothing was
+    /// created: a start stopped between creating and syncing, or an older
+    /// release that created directories on demand, may have left a name
+    /// that a power cut would take.
     pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
         let root = root.into();
+        durable::ensure_dir(&root)?;
         for dir in ["blobs", "uploads"] {
-            fs::create_dir_all(root.join(dir))?;
+            durable::make_dir(&root.join(dir))?;
         }
+        fsync_dir(&root)?;
+        let blobs = root.join("blobs");
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let dir = blobs.join(algorithm.as_str());
+            durable::make_dir(&dir)?;
+            for byte in 0..=u8::MAX {
+                durable::make_dir(&dir.join(format!("{byte:02x}")))?;
+            }
+            fsync_dir(&dir)?;
+        }
+        fsync_dir(&blobs)?;
         Ok(FsBlobStore { root })
     }
 
@@ -127,10 +151,6 @@ impl FsBlobStore {
     }
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
@@ -157,12 +177,8 @@ fn write_upload(
 ) -> Result<Appended> {
     // The first append creates the upload's file; a later one whose file
     // is gone has lost its data.
-    let file = match not_found_as_none(
-        OpenOptions::new()
-            .write(true)
-            .create(offset == 0)
-            .open(path),
-    )? {
+    let creates = offset == 0;
+    let file = match not_found_as_none(OpenOptions::new().write(true).create(creates).open(path))? {
         Some(f) => f,
         None => return Err(Error::UploadUnknown),
     };
@@ -183,6 +199,12 @@ fn write_upload(
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_data()?;
+    if creates {
+        // The caller may now record the offset and acknowledge the chunk:
+        // the file's name must survive a power cut too, or start-up finds
+        // a session without data and drops it.
+        fsync_dir(path.parent().expect("upload path has a parent"))?;
+    }
     Ok(Appended {
         offset,
         hasher,

@@ -6,7 +6,8 @@
 //! 404); in one index transaction, re-check each is still unreferenced and
 //! not uploaded or mounted within the grace period and remove its rows;
 //! then delete the bytes of those removed; reopen the fence. A crash
-//! between the commit and the deletes leaves files without rows, which
+//! between the commit and the deletes leaves files without rows, and so
+//! does a power cut after them (deletes are not synced), which
 //! reconciliation removes: it lists the store a page at a time, and
 //! deletes, behind the fence, files with no row that are older than the
 //! grace period.

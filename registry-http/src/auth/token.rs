@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use registry_core::Clock;
 
 use jsonwebtoken::jwk::JwkSet;
@@ -80,29 +81,29 @@ pub struct Tokens {
 }
 
 /// The secret for Berth's own tokens: read from `path`, or created there
-/// (random, owner-only) on first start.
+/// (random, owner-only) on first start. Tokens are signed with it from the
+/// first start on, so it is durable (whole, or absent) before the first
+/// token is issued; a secret that is there but cannot be read is an error,
+/// never replaced.
 pub fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
-    if let Ok(s) = std::fs::read(path) {
-        anyhow::ensure!(
-            s.len() >= 32,
-            "token secret {} is shorter than 32 bytes",
-            path.display()
-        );
-        return Ok(s);
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    match std::fs::read(path) {
+        Ok(s) => {
+            anyhow::ensure!(
+                s.len() >= 32,
+                "token secret {} is shorter than 32 bytes",
+                path.display()
+            );
+            return Ok(s);
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(anyhow::Error::new(e).context(format!("reading {}", path.display())));
+        }
+        Err(_) => {}
     }
     let mut secret = vec![0u8; 64];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
-    {
-        use std::io::Write;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        opts.open(path)?.write_all(&secret)?;
-    }
+    registry_core::durable::write_private_file(path, &secret)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(secret)
 }
 

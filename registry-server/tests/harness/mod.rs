@@ -2,6 +2,7 @@
 //! port with its data in a temporary directory, and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of it
 pub mod oci_layout;
+pub mod under_fire;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
@@ -90,8 +91,9 @@ impl Server {
         s
     }
 
-    /// A server whose data directory (`data/`) and log (`server.log`) are
-    /// under `root`, which the caller owns, logging at `log_level`.
+    /// A server whose data directory (`data/`, unless `args` name another
+    /// `--data-dir`) and log (`server.log`) are under `root`, which the
+    /// caller owns, logging at `log_level`.
     pub fn start_at(root: &Path, args: &[&str], log_level: &str) -> Server {
         Server::spawn(
             root.to_path_buf(),
@@ -115,6 +117,14 @@ impl Server {
         } else {
             &["--min-free-bytes", "0"]
         };
+        // A test may put the data directory elsewhere (on another
+        // filesystem) with its own `--data-dir`.
+        let default_data = root.join("data");
+        let data: Vec<&std::ffi::OsStr> = if args.iter().any(|a| a == "--data-dir") {
+            Vec::new()
+        } else {
+            vec!["--data-dir".as_ref(), default_data.as_os_str()]
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -124,8 +134,7 @@ impl Server {
             .arg("serve")
             .arg("--addr")
             .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(root.join("data"))
+            .args(&data)
             .args(&args)
             .args(mark)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -176,7 +185,10 @@ impl Server {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.root.join("data")
+        match self.args.iter().position(|a| a == "--data-dir") {
+            Some(i) => PathBuf::from(&self.args[i + 1]),
+            None => self.root.join("data"),
+        }
     }
 
     /// The digests of every blob in the blob store (files, or objects).
@@ -303,7 +315,8 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
 
-fn default_log_level() -> String {
+/// `RUST_LOG` of test servers: `BERTH_TEST_LOG`, or warnings.
+pub fn default_log_level() -> String {
     std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into())
 }
 
