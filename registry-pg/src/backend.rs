@@ -54,6 +54,9 @@ pub struct PgBackend {
     failure: Arc<Mutex<Option<String>>>,
 }
 
+/// Tries of a transaction before it locks the rows it reads.
+const OPTIMISTIC_ATTEMPTS: u32 = 3;
+
 /// What went wrong with a statement.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Trouble {
@@ -131,12 +134,14 @@ impl PgBackend {
     }
 
     /// One try of a job: `None` when it met a serialization conflict.
-    fn try_once(&self, job: &mut Job) -> Option<Outcome> {
+    /// With `lock_reads`, every row the job reads is locked until it ends.
+    fn try_once(&self, job: &mut Job, lock_reads: bool) -> Option<Outcome> {
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Some(gone(e.to_string())),
         };
-        let conn = Conn::new(&client, &self.handle);
+        let mut conn = Conn::new(&client, &self.handle);
+        conn.lock_reads = lock_reads;
         if let Err(e) = conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE") {
             return Some(gone(e.to_string()));
         }
@@ -249,7 +254,12 @@ impl Backend for PgBackend {
         self.handle.spawn_blocking(move || {
             let mut pause = Duration::from_millis(2);
             for attempt in 1..=this.backend.options.attempts {
-                if let Some(outcome) = this.backend.try_once(&mut job) {
+                // A long transaction (a collection's batch) that keeps losing
+                // to a stream of short ones on hot rows (a repository's
+                // counters) locks what it reads from then on: the short ones
+                // wait for it and are the ones run again.
+                let lock_reads = attempt > OPTIMISTIC_ATTEMPTS;
+                if let Some(outcome) = this.backend.try_once(&mut job, lock_reads) {
                     (job.finish)(outcome);
                     return;
                 }
@@ -300,6 +310,8 @@ struct Conn<'c> {
     client: &'c Object,
     handle: &'c Handle,
     trouble: Cell<Trouble>,
+    /// Reads lock the rows they return (`FOR UPDATE`).
+    lock_reads: bool,
 }
 
 impl<'c> Conn<'c> {
@@ -308,6 +320,7 @@ impl<'c> Conn<'c> {
             client,
             handle,
             trouble: Cell::new(Trouble::None),
+            lock_reads: false,
         }
     }
 
@@ -369,7 +382,7 @@ impl<'c> Conn<'c> {
     }
 
     fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let rows = self.query(&sql::get(table), &[&key])?;
+        let rows = self.query(&sql::get(table, self.lock_reads), &[&key])?;
         Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
@@ -381,7 +394,7 @@ impl<'c> Conn<'c> {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<Pair>> {
-        let text = sql::scan(table, from, to, reverse);
+        let text = sql::scan(table, from, to, reverse, self.lock_reads);
         let limit = limit as i64;
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
         for b in [&from, &to] {
