@@ -11,6 +11,7 @@ use registry_core::db::overlay::Overlay;
 use registry_core::db::{
     Backend, Failure, Job, JobCtx, JobEnd, Outcome, Pair, ReadOps, Snapshot, WriteOps,
 };
+use registry_core::observe::{NoObserver, Observer};
 use registry_core::{Clock, Error, Result};
 use tokio::runtime::Handle;
 use tokio_postgres::NoTls;
@@ -52,6 +53,8 @@ pub struct PgBackend {
     options: PgOptions,
     /// Why the last transaction could not reach the database, until one does.
     failure: Arc<Mutex<Option<String>>>,
+    /// Told about commits and about transactions run again.
+    observer: Arc<dyn Observer>,
 }
 
 /// Tries of a transaction before it locks the rows it reads.
@@ -119,7 +122,15 @@ impl PgBackend {
             clock,
             options,
             failure: Arc::default(),
+            observer: Arc::new(NoObserver),
         })
+    }
+
+    /// Reports commit latencies and transactions run again after a
+    /// conflict to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> PgBackend {
+        self.observer = observer;
+        self
     }
 
     fn client(&self) -> Result<Object> {
@@ -153,6 +164,7 @@ impl PgBackend {
             overlay: Overlay::new(&conn),
             conn: &conn,
         };
+        let started = std::time::Instant::now();
         let end = (job.run)(&mut w, ctx);
         let changes = collect_changes(&w.overlay);
         drop(w);
@@ -163,7 +175,14 @@ impl PgBackend {
             }
             (_, JobEnd::Poisoned) => conn.rollback_then(Some(Outcome::Excluded)),
             (_, JobEnd::Fatal(why)) => conn.rollback_then(Some(Outcome::Failed(why))),
-            (_, JobEnd::Done | JobEnd::Refused) => conn.commit(&changes),
+            (_, JobEnd::Done | JobEnd::Refused) => {
+                let outcome = conn.commit(&changes);
+                if let Some(Outcome::Committed) = outcome {
+                    // One request per transaction: no group commits here.
+                    self.observer.index_commit(started.elapsed(), 1);
+                }
+                outcome
+            }
         }
     }
 }
@@ -264,6 +283,7 @@ impl Backend for PgBackend {
                     return;
                 }
                 tracing::debug!(attempt, "index transaction conflicted; trying again");
+                this.backend.observer.index_retry();
                 let jitter = rand::random_range(0.5..1.5);
                 std::thread::sleep(pause.mul_f64(jitter));
                 pause = (pause * 2).min(Duration::from_millis(200));
@@ -300,6 +320,7 @@ impl PgBackend {
             clock: self.clock.clone(),
             options: self.options,
             failure: self.failure.clone(),
+            observer: self.observer.clone(),
         }
     }
 }
