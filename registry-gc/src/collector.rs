@@ -28,6 +28,9 @@ const SCHEDULE_LEASE: &str = "gc-schedule";
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long the run lease outlives a node that stopped renewing it.
 const RUN_LEASE_TTL: Duration = Duration::from_secs(30);
+/// How many of the newest runs a start looks at for runs a stopped node
+/// abandoned.
+const ABANDONED_LOOKBACK: usize = 8;
 
 /// What a caller may change for one run.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -239,6 +242,9 @@ impl Collector {
         if !self.registry.lease(RUN_LEASE, RUN_LEASE_TTL).await? {
             return Err(GcError::RunningElsewhere);
         }
+        if let Err(e) = self.close_abandoned().await {
+            tracing::warn!(error = %e, "could not close runs abandoned by a stopped node");
+        }
         match self.registry.begin_gc_run().await {
             Ok(id) => Ok(id),
             Err(e) => {
@@ -248,12 +254,40 @@ impl Collector {
         }
     }
 
-    /// While a run goes on: saves its report for the other nodes to show,
-    /// and renews its lease.
+    /// Marks failed the runs whose saved report still says "running" when
+    /// this node holds the run lease: the node running them stopped (killed,
+    /// or cut off) and its lease expired. Only the newest few can be such
+    /// runs: each start closes those before it.
+    async fn close_abandoned(&self) -> Result<(), GcError> {
+        for (id, json) in self.registry.gc_runs(ABANDONED_LOOKBACK).await? {
+            let Ok(mut r) = serde_json::from_slice::<RunReport>(&json) else {
+                continue;
+            };
+            if r.state != RunState::Running || self.running_id() == Some(id) {
+                continue;
+            }
+            r.state = RunState::Failed;
+            r.phase = "done".into();
+            r.error = Some(
+                "the node running it stopped before the run finished (its lease expired)".into(),
+            );
+            tracing::warn!(
+                run = id,
+                "garbage collection run abandoned by a stopped node"
+            );
+            let json = serde_json::to_vec(&r).expect("report serializes");
+            // Saved only if still "running": a slow node that finished
+            // meanwhile keeps its own report.
+            self.registry.save_gc_progress(id, json).await?;
+        }
+        Ok(())
+    }
+
+    /// While a run goes on: saves its report for the other nodes to show
+    /// (at once, then every heartbeat), and renews its lease.
     fn heartbeat(self: Arc<Self>, report: Arc<Mutex<RunReport>>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
-            tick.tick().await;
             loop {
                 tick.tick().await;
                 let r = report.lock().expect("report").clone();
