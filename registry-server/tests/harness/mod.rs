@@ -2,6 +2,8 @@
 //! port with its data in a temporary directory, and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of it
 pub mod oci_layout;
+pub mod skopeo;
+pub mod soak;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
