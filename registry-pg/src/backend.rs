@@ -126,6 +126,25 @@ impl PgBackend {
         })
     }
 
+    /// Makes `next_id` on `table` hand out numbers above `last` (after rows
+    /// were copied in with their keys, by a migration).
+    pub async fn continue_ids_after(&self, table: &str, last: u64) -> Result<()> {
+        let last = i64::try_from(last)
+            .map_err(|_| Error::Unsupported(format!("{table}: id {last} is too large")))?;
+        if last < 1 {
+            return Ok(());
+        }
+        let client = self.pool.get().await.map_err(unavailable)?;
+        client
+            .execute(
+                "SELECT setval($1::text::regclass, $2)",
+                &[&sql::sequence(table), &last],
+            )
+            .await
+            .map_err(|e| Error::Storage(format!("sequence of {table}: {e}")))?;
+        Ok(())
+    }
+
     /// Reports commit latencies and transactions run again after a
     /// conflict to `observer`.
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> PgBackend {

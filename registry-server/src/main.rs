@@ -1,11 +1,12 @@
-//! The `registry` binary: `serve` (the default), `gc` and `check`. It reads
-//! the configuration, opens the store it names, and wires the core, the
-//! collector and the HTTP layer together.
+//! The `registry` binary: `serve` (the default), `gc`, `check` and
+//! `migrate-index`. It reads the configuration, opens the store it names,
+//! and wires the core, the collector and the HTTP layer together.
 
 mod check;
 mod config;
 mod gc;
 mod log_sink;
+mod migrate_index;
 mod serve;
 mod store;
 
@@ -40,6 +41,11 @@ pub enum Command {
     /// Exit status: 0 clean, 1 problems found and all repaired, 2 problems
     /// remain.
     Check(CheckArgs),
+    /// Copy a stopped single-node installation's index into an empty
+    /// PostgreSQL database (then check it), so that nodes started with
+    /// `--index` on it serve the same registry. Exit status: 0 copied and
+    /// clean, 2 the copy's recount found problems.
+    MigrateIndex(migrate_index::MigrateIndexArgs),
 }
 
 #[derive(Args)]
@@ -197,6 +203,10 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::serve(*args)),
         Command::Check(args) => {
             let code = runtime.block_on(check::check(args))?;
+            std::process::exit(code);
+        }
+        Command::MigrateIndex(args) => {
+            let code = runtime.block_on(migrate_index::migrate_index(args))?;
             std::process::exit(code);
         }
         Command::Gc(args) => {
