@@ -1,6 +1,7 @@
 //! The integration harness: starts the real `registry` binary on a loopback
 //! port with its data in a temporary directory, and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of it
+pub mod cluster;
 pub mod oci_layout;
 pub mod skopeo;
 pub mod soak;
@@ -122,6 +123,12 @@ impl Server {
         } else {
             &["--min-free-bytes", "0"]
         };
+        // A node behind a load balancer keeps its address across restarts.
+        let addr: &[&str] = if args.iter().any(|a| a == "--addr") {
+            &[]
+        } else {
+            &["--addr", "127.0.0.1:0"]
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,8 +136,7 @@ impl Server {
             .expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_registry"))
             .arg("serve")
-            .arg("--addr")
-            .arg("127.0.0.1:0")
+            .args(addr)
             .arg("--data-dir")
             .arg(root.join("data"))
             .args(&args)

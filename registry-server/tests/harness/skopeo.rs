@@ -30,6 +30,16 @@ impl Target for Server {
     }
 }
 
+impl Target for super::cluster::Cluster {
+    fn host(&self) -> String {
+        super::cluster::Cluster::host(self)
+    }
+
+    fn log(&self) -> String {
+        self.logs()
+    }
+}
+
 pub fn require_skopeo() {
     assert!(
         super::have("skopeo"),
