@@ -8,8 +8,9 @@
 //! blob stored; then the conformance workflows, skopeo, uploads spread over
 //! the nodes, confirmations and collections across nodes, a node killed
 //! mid-push, and `registry check` on the shared store. Sign-in and tokens
-//! are tested on a cluster of their own with authentication on. Run with
-//! `--nocapture` to see the measurements.
+//! are tested on a cluster of their own with authentication on, and a node
+//! losing its database on a node of its own. Run with `--nocapture` to see
+//! the measurements.
 
 mod harness;
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use harness::cluster::Cluster;
 use harness::skopeo::{image_layout, pull_intact, push, require_skopeo};
 use harness::soak::{self, Setup};
-use harness::{Client, assert_error, random_bytes, sha256};
+use harness::{Client, Server, assert_error, random_bytes, sha256};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -579,4 +580,30 @@ async fn sign_in(node: &Client, user: &str, password: &str) -> String {
         .find(|v| !v.contains("Max-Age=0"))
         .expect("a session cookie");
     cookie.split(';').next().unwrap().to_owned()
+}
+
+/// A node whose database goes away answers every request with a
+/// retryable 503 (pulls included: they resolve through the index) and
+/// turns `/readyz` red, saying why under `index`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_its_database_answers_503_and_is_not_ready() {
+    let (pg, garage) = backing_servers().await;
+    let url = pg.create_database("lost");
+    let server = tokio::task::block_in_place(|| Server::start_s3(garage, &["--index", &url]));
+    let c = server.client();
+    let image = c.push_image("lost/app", "v1", 1).await;
+    assert_eq!(c.status(Method::GET, "/readyz").await, 200);
+
+    tokio::task::block_in_place(|| pg.stop());
+    let pull = c.get("/v2/lost/app/manifests/v1").send().await.unwrap();
+    assert!(pull.headers().contains_key("retry-after"), "{pull:?}");
+    assert_error(pull, 503, "UNAVAILABLE").await;
+    let push = c
+        .put_manifest("lost/app", "v2", harness::OCI_MANIFEST, &image.manifest)
+        .await;
+    assert_error(push, 503, "UNAVAILABLE").await;
+    let res = c.get("/readyz").send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let why: Value = res.json().await.unwrap();
+    assert_ne!(why["index"], "ok", "{why:#}");
 }
