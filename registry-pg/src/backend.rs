@@ -6,7 +6,9 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
 use registry_core::db::overlay::Overlay;
 use registry_core::db::{
     Backend, Failure, Job, JobCtx, JobEnd, Outcome, Pair, ReadOps, Snapshot, WriteOps,
@@ -153,10 +155,22 @@ impl PgBackend {
     }
 
     fn client(&self) -> Result<Object> {
-        let got = self.handle.block_on(self.pool.get());
-        let client = got.map_err(unavailable);
-        self.note(client.as_ref().err().map(|e| e.to_string()));
-        client
+        match self.handle.block_on(self.pool.get()) {
+            Ok(client) => {
+                self.note(None);
+                Ok(client)
+            }
+            // Every connection is in use (a burst of requests, or many
+            // waiting on one hot row): the node is busy, not cut off, so
+            // readiness stays green and the caller is asked to retry.
+            Err(PoolError::Timeout(TimeoutType::Wait)) => Err(Error::Unavailable(
+                "the index is busy: every connection of this node is in use; retry".into(),
+            )),
+            Err(e) => {
+                self.note(Some(e.to_string()));
+                Err(unavailable(e))
+            }
+        }
     }
 
     fn note(&self, failure: Option<String>) {
