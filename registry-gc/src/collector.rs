@@ -215,7 +215,14 @@ impl Collector {
                 return Err(e);
             }
         };
-        let report = Arc::new(Mutex::new(self.new_report(id, &request, trigger, actor)));
+        let initial = self.new_report(id, &request, trigger, actor);
+        // Every node shows the run, and names it to a start it refuses,
+        // from the moment its id is answered.
+        let json = serde_json::to_vec(&initial).expect("report serializes");
+        if let Err(e) = self.registry.save_gc_progress(id, json).await {
+            tracing::warn!(run = id, error = %e, "could not save the run's progress");
+        }
+        let report = Arc::new(Mutex::new(initial));
         *self.running.lock().expect("running") = Some(Running {
             id,
             report: report.clone(),
@@ -240,7 +247,12 @@ impl Collector {
     /// Takes the cluster-wide run lease and reserves a run id.
     async fn claim(&self) -> Result<u64, GcError> {
         if !self.registry.lease(RUN_LEASE, RUN_LEASE_TTL).await? {
-            return Err(GcError::RunningElsewhere);
+            // Its report is in the history, so the caller can follow it
+            // on any node.
+            return Err(match self.running_elsewhere().await {
+                Some(id) => GcError::Running(id),
+                None => GcError::RunningElsewhere,
+            });
         }
         if let Err(e) = self.close_abandoned().await {
             tracing::warn!(error = %e, "could not close runs abandoned by a stopped node");
@@ -252,6 +264,16 @@ impl Collector {
                 Err(e.into())
             }
         }
+    }
+
+    /// The run another node is running, as its saved report says (none
+    /// before its first save).
+    async fn running_elsewhere(&self) -> Option<u64> {
+        let runs = self.registry.gc_runs(ABANDONED_LOOKBACK).await.ok()?;
+        runs.into_iter().find_map(|(id, json)| {
+            let r = serde_json::from_slice::<RunReport>(&json).ok()?;
+            (r.state == RunState::Running).then_some(id)
+        })
     }
 
     /// Marks failed the runs whose saved report still says "running" when
@@ -283,11 +305,12 @@ impl Collector {
         Ok(())
     }
 
-    /// While a run goes on: saves its report for the other nodes to show
-    /// (at once, then every heartbeat), and renews its lease.
+    /// While a run goes on: saves its report for the other nodes to show,
+    /// and renews its lease.
     fn heartbeat(self: Arc<Self>, report: Arc<Mutex<RunReport>>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
+            tick.tick().await;
             loop {
                 tick.tick().await;
                 let r = report.lock().expect("report").clone();

@@ -281,7 +281,9 @@ async fn confirmation_on_one_node_protects_from_a_run_on_another(cluster: &Clust
 /// node 1 refuses to start another (409 `GC_RUNNING`); the run's progress
 /// and then its report are visible from every node.
 async fn one_collection_at_a_time(cluster: &Cluster) {
-    // Enough garbage, in batches of 4, for a run that lasts a while.
+    // Enough garbage, in batches of 4, for a run that lasts a while; a few
+    // clients at a time (every upload to one repository updates its row).
+    use futures::StreamExt as _;
     let c = cluster.client();
     let uploads = (0..240).map(|i| {
         let c = c.clone();
@@ -290,7 +292,10 @@ async fn one_collection_at_a_time(cluster: &Cluster) {
                 .await
         }
     });
-    let garbage: Vec<String> = futures::future::join_all(uploads).await;
+    let garbage: Vec<String> = futures::stream::iter(uploads)
+        .buffer_unordered(8)
+        .collect()
+        .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let start = |node: usize| {
@@ -303,7 +308,10 @@ async fn one_collection_at_a_time(cluster: &Cluster) {
     let res = start(0).await;
     assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
     let id = res.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
-    assert_error(start(1).await, 409, "GC_RUNNING").await;
+    let refused = start(1).await;
+    let location = format!("/admin/gc/runs/{id}");
+    assert_eq!(refused.headers()["location"], location.as_str());
+    assert_error(refused, 409, "GC_RUNNING").await;
     let seen_running = watch_run(cluster, id).await;
     assert!(
         seen_running.iter().filter(|s| **s).count() >= 2,
