@@ -9,6 +9,11 @@ pub trait Observer: Send + Sync + 'static {
     /// writes it carried.
     fn index_commit(&self, _took: Duration, _writes: usize) {}
 
+    /// An index transaction is run again after a conflict with a concurrent
+    /// one (a serialization failure or a deadlock, on back ends with
+    /// concurrent writers).
+    fn index_retry(&self) {}
+
     /// The garbage-collection write fence was closed for `took`.
     fn fence_closed(&self, _took: Duration) {}
 

@@ -28,6 +28,9 @@ const SCHEDULE_LEASE: &str = "gc-schedule";
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long the run lease outlives a node that stopped renewing it.
 const RUN_LEASE_TTL: Duration = Duration::from_secs(30);
+/// How many of the newest runs a start looks at for runs a stopped node
+/// abandoned.
+const ABANDONED_LOOKBACK: usize = 8;
 
 /// What a caller may change for one run.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -220,7 +223,14 @@ impl Collector {
                 return Err(e);
             }
         };
-        let report = Arc::new(Mutex::new(self.new_report(id, &request, trigger, actor)));
+        let initial = self.new_report(id, &request, trigger, actor);
+        // Every node shows the run, and names it to a start it refuses,
+        // from the moment its id is answered.
+        let json = serde_json::to_vec(&initial).expect("report serializes");
+        if let Err(e) = self.registry.save_gc_progress(id, json).await {
+            tracing::warn!(run = id, error = %e, "could not save the run's progress");
+        }
+        let report = Arc::new(Mutex::new(initial));
         *self.running.lock().expect("running") = Some(Running {
             id,
             report: report.clone(),
@@ -245,7 +255,15 @@ impl Collector {
     /// Takes the cluster-wide run lease and reserves a run id.
     async fn claim(&self) -> Result<u64, GcError> {
         if !self.registry.lease(RUN_LEASE, RUN_LEASE_TTL).await? {
-            return Err(GcError::RunningElsewhere);
+            // Its report is in the history, so the caller can follow it
+            // on any node.
+            return Err(match self.running_elsewhere().await {
+                Some(id) => GcError::Running(id),
+                None => GcError::RunningElsewhere,
+            });
+        }
+        if let Err(e) = self.close_abandoned().await {
+            tracing::warn!(error = %e, "could not close runs abandoned by a stopped node");
         }
         match self.registry.begin_gc_run().await {
             Ok(id) => Ok(id),
@@ -254,6 +272,45 @@ impl Collector {
                 Err(e.into())
             }
         }
+    }
+
+    /// The run another node is running, as its saved report says (none
+    /// before its first save).
+    async fn running_elsewhere(&self) -> Option<u64> {
+        let runs = self.registry.gc_runs(ABANDONED_LOOKBACK).await.ok()?;
+        runs.into_iter().find_map(|(id, json)| {
+            let r = serde_json::from_slice::<RunReport>(&json).ok()?;
+            (r.state == RunState::Running).then_some(id)
+        })
+    }
+
+    /// Marks failed the runs whose saved report still says "running" when
+    /// this node holds the run lease: the node running them stopped (killed,
+    /// or cut off) and its lease expired. Only the newest few can be such
+    /// runs: each start closes those before it.
+    async fn close_abandoned(&self) -> Result<(), GcError> {
+        for (id, json) in self.registry.gc_runs(ABANDONED_LOOKBACK).await? {
+            let Ok(mut r) = serde_json::from_slice::<RunReport>(&json) else {
+                continue;
+            };
+            if r.state != RunState::Running || self.running_id() == Some(id) {
+                continue;
+            }
+            r.state = RunState::Failed;
+            r.phase = "done".into();
+            r.error = Some(
+                "the node running it stopped before the run finished (its lease expired)".into(),
+            );
+            tracing::warn!(
+                run = id,
+                "garbage collection run abandoned by a stopped node"
+            );
+            let json = serde_json::to_vec(&r).expect("report serializes");
+            // Saved only if still "running": a slow node that finished
+            // meanwhile keeps its own report.
+            self.registry.save_gc_progress(id, json).await?;
+        }
+        Ok(())
     }
 
     /// While a run goes on: saves its report for the other nodes to show,

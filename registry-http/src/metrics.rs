@@ -41,6 +41,7 @@ pub struct Metrics {
     gc_reclaimable_blobs: IntGauge,
     index_commit_duration: Histogram,
     index_commit_writes: Histogram,
+    index_retries: IntCounter,
     store: StoreMetrics,
     filesystem: FilesystemGauges,
 }
@@ -177,6 +178,11 @@ impl Metrics {
                 "Writes carried by one index group commit.",
                 vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
             ),
+            index_retries: counter(
+                "berth_index_retries_total",
+                "Index transactions run again after a conflict with a concurrent one \
+                 (serialization failures and deadlocks; PostgreSQL).",
+            ),
             filesystem: FilesystemGauges {
                 free_bytes: by_store(
                     "berth_filesystem_free_bytes",
@@ -255,6 +261,10 @@ impl Observer for Metrics {
     fn index_commit(&self, took: Duration, writes: usize) {
         self.index_commit_duration.observe(took.as_secs_f64());
         self.index_commit_writes.observe(writes as f64);
+    }
+
+    fn index_retry(&self) {
+        self.index_retries.inc();
     }
 
     fn fence_closed(&self, took: Duration) {

@@ -6,11 +6,14 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
 use registry_core::db::overlay::Overlay;
 use registry_core::db::{
     Backend, Failure, Job, JobCtx, JobEnd, Outcome, Pair, ReadOps, Snapshot, WriteOps,
 };
+use registry_core::observe::{NoObserver, Observer};
 use registry_core::{Clock, Error, Result};
 use tokio::runtime::Handle;
 use tokio_postgres::NoTls;
@@ -52,7 +55,12 @@ pub struct PgBackend {
     options: PgOptions,
     /// Why the last transaction could not reach the database, until one does.
     failure: Arc<Mutex<Option<String>>>,
+    /// Told about commits and about transactions run again.
+    observer: Arc<dyn Observer>,
 }
+
+/// Tries of a transaction before it locks the rows it reads.
+const OPTIMISTIC_ATTEMPTS: u32 = 3;
 
 /// What went wrong with a statement.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -116,14 +124,53 @@ impl PgBackend {
             clock,
             options,
             failure: Arc::default(),
+            observer: Arc::new(NoObserver),
         })
     }
 
-    fn client(&self) -> Result<Object> {
-        let got = self.handle.block_on(self.pool.get());
-        let client = got.map_err(unavailable);
-        self.note(client.as_ref().err().map(|e| e.to_string()));
+    /// Makes `next_id` on `table` hand out numbers above `last` (after rows
+    /// were copied in with their keys, by a migration).
+    pub async fn continue_ids_after(&self, table: &str, last: u64) -> Result<()> {
+        let last = i64::try_from(last)
+            .map_err(|_| Error::Unsupported(format!("{table}: id {last} is too large")))?;
+        if last < 1 {
+            return Ok(());
+        }
+        let client = self.pool.get().await.map_err(unavailable)?;
         client
+            .execute(
+                "SELECT setval($1::text::regclass, $2)",
+                &[&sql::sequence(table), &last],
+            )
+            .await
+            .map_err(|e| Error::Storage(format!("sequence of {table}: {e}")))?;
+        Ok(())
+    }
+
+    /// Reports commit latencies and transactions run again after a
+    /// conflict to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> PgBackend {
+        self.observer = observer;
+        self
+    }
+
+    fn client(&self) -> Result<Object> {
+        match self.handle.block_on(self.pool.get()) {
+            Ok(client) => {
+                self.note(None);
+                Ok(client)
+            }
+            // Every connection is in use (a burst of requests, or many
+            // waiting on one hot row): the node is busy, not cut off, so
+            // readiness stays green and the caller is asked to retry.
+            Err(PoolError::Timeout(TimeoutType::Wait)) => Err(Error::Unavailable(
+                "the index is busy: every connection of this node is in use; retry".into(),
+            )),
+            Err(e) => {
+                self.note(Some(e.to_string()));
+                Err(unavailable(e))
+            }
+        }
     }
 
     fn note(&self, failure: Option<String>) {
@@ -131,12 +178,14 @@ impl PgBackend {
     }
 
     /// One try of a job: `None` when it met a serialization conflict.
-    fn try_once(&self, job: &mut Job) -> Option<Outcome> {
+    /// With `lock_reads`, every row the job reads is locked until it ends.
+    fn try_once(&self, job: &mut Job, lock_reads: bool) -> Option<Outcome> {
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Some(gone(e.to_string())),
         };
-        let conn = Conn::new(&client, &self.handle);
+        let mut conn = Conn::new(&client, &self.handle);
+        conn.lock_reads = lock_reads;
         if let Err(e) = conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE") {
             return Some(gone(e.to_string()));
         }
@@ -148,6 +197,7 @@ impl PgBackend {
             overlay: Overlay::new(&conn),
             conn: &conn,
         };
+        let started = std::time::Instant::now();
         let end = (job.run)(&mut w, ctx);
         let changes = collect_changes(&w.overlay);
         drop(w);
@@ -158,7 +208,14 @@ impl PgBackend {
             }
             (_, JobEnd::Poisoned) => conn.rollback_then(Some(Outcome::Excluded)),
             (_, JobEnd::Fatal(why)) => conn.rollback_then(Some(Outcome::Failed(why))),
-            (_, JobEnd::Done | JobEnd::Refused) => conn.commit(&changes),
+            (_, JobEnd::Done | JobEnd::Refused) => {
+                let outcome = conn.commit(&changes);
+                if let Some(Outcome::Committed) = outcome {
+                    // One request per transaction: no group commits here.
+                    self.observer.index_commit(started.elapsed(), 1);
+                }
+                outcome
+            }
         }
     }
 }
@@ -249,11 +306,17 @@ impl Backend for PgBackend {
         self.handle.spawn_blocking(move || {
             let mut pause = Duration::from_millis(2);
             for attempt in 1..=this.backend.options.attempts {
-                if let Some(outcome) = this.backend.try_once(&mut job) {
+                // A long transaction (a collection's batch) that keeps losing
+                // to a stream of short ones on hot rows (a repository's
+                // counters) locks what it reads from then on: the short ones
+                // wait for it and are the ones run again.
+                let lock_reads = attempt > OPTIMISTIC_ATTEMPTS;
+                if let Some(outcome) = this.backend.try_once(&mut job, lock_reads) {
                     (job.finish)(outcome);
                     return;
                 }
                 tracing::debug!(attempt, "index transaction conflicted; trying again");
+                this.backend.observer.index_retry();
                 let jitter = rand::random_range(0.5..1.5);
                 std::thread::sleep(pause.mul_f64(jitter));
                 pause = (pause * 2).min(Duration::from_millis(200));
@@ -290,6 +353,7 @@ impl PgBackend {
             clock: self.clock.clone(),
             options: self.options,
             failure: self.failure.clone(),
+            observer: self.observer.clone(),
         }
     }
 }
@@ -300,6 +364,8 @@ struct Conn<'c> {
     client: &'c Object,
     handle: &'c Handle,
     trouble: Cell<Trouble>,
+    /// Reads lock the rows they return (`FOR UPDATE`).
+    lock_reads: bool,
 }
 
 impl<'c> Conn<'c> {
@@ -308,6 +374,7 @@ impl<'c> Conn<'c> {
             client,
             handle,
             trouble: Cell::new(Trouble::None),
+            lock_reads: false,
         }
     }
 
@@ -369,7 +436,7 @@ impl<'c> Conn<'c> {
     }
 
     fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let rows = self.query(&sql::get(table), &[&key])?;
+        let rows = self.query(&sql::get(table, self.lock_reads), &[&key])?;
         Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
@@ -381,7 +448,7 @@ impl<'c> Conn<'c> {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<Pair>> {
-        let text = sql::scan(table, from, to, reverse);
+        let text = sql::scan(table, from, to, reverse, self.lock_reads);
         let limit = limit as i64;
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
         for b in [&from, &to] {

@@ -48,9 +48,15 @@ pub fn migration(version: i32, tables: &[&str]) -> Vec<String> {
 pub const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS berth_schema (\
      version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())";
 
+/// `FOR UPDATE` when reads lock the rows they return.
+fn locking(lock: bool) -> &'static str {
+    if lock { " FOR UPDATE" } else { "" }
+}
+
 /// The text of a range scan over `t` with the given bounds (the bound
-/// values are the parameters `$1` and `$2`, in that order, as present).
-pub fn scan(t: &str, from: Bound<&[u8]>, to: Bound<&[u8]>, reverse: bool) -> String {
+/// values are the parameters `$1` and `$2`, in that order, as present),
+/// locking the rows it returns with `lock`.
+pub fn scan(t: &str, from: Bound<&[u8]>, to: Bound<&[u8]>, reverse: bool, lock: bool) -> String {
     let mut conds = Vec::new();
     let mut n = 0;
     let mut cond = |op: &str| {
@@ -72,15 +78,16 @@ pub fn scan(t: &str, from: Bound<&[u8]>, to: Bound<&[u8]>, reverse: bool) -> Str
         false => format!(" WHERE {}", conds.join(" AND ")),
     };
     format!(
-        "SELECT k, v FROM {}{filter} ORDER BY k {} LIMIT ${}",
+        "SELECT k, v FROM {}{filter} ORDER BY k {} LIMIT ${}{}",
         table(t),
         if reverse { "DESC" } else { "ASC" },
-        n + 1
+        n + 1,
+        locking(lock)
     )
 }
 
-pub fn get(t: &str) -> String {
-    format!("SELECT v FROM {} WHERE k = $1", table(t))
+pub fn get(t: &str, lock: bool) -> String {
+    format!("SELECT v FROM {} WHERE k = $1{}", table(t), locking(lock))
 }
 
 pub fn upsert(t: &str) -> String {
@@ -105,17 +112,23 @@ mod tests {
 
     #[test]
     fn scans_number_their_parameters() {
-        let s = scan("tags", Bound::Excluded(b"a"), Bound::Excluded(b"b"), false);
+        let s = scan(
+            "tags",
+            Bound::Excluded(b"a"),
+            Bound::Excluded(b"b"),
+            false,
+            false,
+        );
         assert_eq!(
             s,
             "SELECT k, v FROM berth_tags WHERE k > $1 AND k < $2 ORDER BY k ASC LIMIT $3"
         );
-        let s = scan("tags", Bound::Unbounded, Bound::Included(b"b"), true);
+        let s = scan("tags", Bound::Unbounded, Bound::Included(b"b"), true, true);
         assert_eq!(
             s,
-            "SELECT k, v FROM berth_tags WHERE k <= $1 ORDER BY k DESC LIMIT $2"
+            "SELECT k, v FROM berth_tags WHERE k <= $1 ORDER BY k DESC LIMIT $2 FOR UPDATE"
         );
-        let s = scan("t", Bound::Unbounded, Bound::Unbounded, false);
+        let s = scan("t", Bound::Unbounded, Bound::Unbounded, false, false);
         assert_eq!(s, "SELECT k, v FROM berth_t ORDER BY k ASC LIMIT $1");
     }
 }

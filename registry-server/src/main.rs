@@ -1,5 +1,6 @@
-//! The `registry` binary: `serve` (the default), `gc`, `check` and
-//! `migrate-blobs`. It reads the configuration, opens the store it names,
+//! The `registry` binary: `serve` (the default), `gc`, `check`,
+//! `retention`, `migrate-blobs` and `migrate-index`. It reads the
+//! configuration, opens the store it names,
 //! and wires the core, the collector and the HTTP layer together.
 
 mod check;
@@ -7,6 +8,7 @@ mod config;
 mod gc;
 mod log_sink;
 mod migrate;
+mod migrate_index;
 mod progress;
 mod remote;
 mod retention;
@@ -52,6 +54,11 @@ pub enum Command {
     /// data directory. Idempotent. Exit status: 0 every blob is in the
     /// bucket, 2 some (or all) could not be copied.
     MigrateBlobs(migrate::MigrateArgs),
+    /// Copy a stopped single-node installation's index into an empty
+    /// PostgreSQL database (then check it), so that nodes started with
+    /// `--index` on it serve the same registry. Exit status: 0 copied and
+    /// clean, 2 the copy's recount found problems.
+    MigrateIndex(migrate_index::MigrateIndexArgs),
 }
 
 #[derive(Args)]
@@ -254,6 +261,10 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         },
+        Command::MigrateIndex(args) => {
+            let code = runtime.block_on(migrate_index::migrate_index(args))?;
+            std::process::exit(code);
+        }
         Command::Gc(args) => {
             if !runtime.block_on(gc::gc(args))? {
                 std::process::exit(1);

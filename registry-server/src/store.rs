@@ -76,9 +76,10 @@ async fn open_index(
     };
     let backend = PgBackend::connect(url, model::TABLES, clock.clone(), options)
         .await
-        .with_context(|| format!("opening the index database {}", redacted(url)))?;
+        .with_context(|| format!("opening the index database {}", redacted(url)))?
+        .with_observer(observer.clone());
     let db = Db::new(Arc::new(backend), clock.clone());
-    let node = Shared::new(db.clone(), clock);
+    let node = Shared::new(db.clone(), clock, observer);
     Ok((Index::new(db), Arc::new(node)))
 }
 

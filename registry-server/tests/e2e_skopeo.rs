@@ -2,135 +2,25 @@
 //! a running Berth, inspected, copied back out and compared digest by digest,
 //! and deleted by tag and by digest.
 //!
-//! Each test runs twice: with the blobs in the data directory (`NAME::fs`)
-//! and in a Garage bucket (`NAME::s3`).
-//!
 //! skopeo must be installed (`apt-get install -y skopeo`); without it these
 //! tests fail, they are never skipped.
+//!
+//! Each test runs twice: with the blobs in the data directory (`NAME::fs`)
+//! and in a Garage bucket (`NAME::s3`).
 
 mod harness;
 
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use harness::oci_layout::{self, BuiltImage, BuiltIndex, Layer, OciLayout};
+use harness::oci_layout::{self, BuiltIndex, Layer, OciLayout};
+use harness::skopeo::{
+    docker_ref, image_layout, pull, pull_intact, push, require_skopeo, skopeo_fails, skopeo_ok,
+};
 use harness::{Blobs, OCI_INDEX, OCI_MANIFEST, Server};
 use serde_json::Value;
 
 const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
-
-fn require_skopeo() {
-    assert!(
-        harness::have("skopeo"),
-        "skopeo is not installed: these end-to-end tests need it. Install it with \
-         `apt-get update && apt-get install -y skopeo`"
-    );
-}
-
-/// `host:port` of the server, as skopeo references want it.
-fn host(server: &Server) -> String {
-    server
-        .url
-        .strip_prefix("http://")
-        .expect("http URL")
-        .to_owned()
-}
-
-fn docker_ref(server: &Server, repo_and_ref: &str) -> String {
-    format!("docker://{}/{repo_and_ref}", host(server))
-}
-
-fn oci_ref(dir: &Path, tag: &str) -> String {
-    format!("oci:{}:{tag}", harness::path_str(dir))
-}
-
-/// Runs skopeo (with no trust policy and a time limit) off the async runtime.
-async fn skopeo(args: &[&str]) -> (String, Output) {
-    let mut full: Vec<String> = vec![
-        "--insecure-policy".into(),
-        "--command-timeout".into(),
-        "60s".into(),
-    ];
-    full.extend(args.iter().map(|a| a.to_string()));
-    let shown = format!("skopeo {}", full.join(" "));
-    let output = tokio::task::spawn_blocking(move || Command::new("skopeo").args(&full).output())
-        .await
-        .expect("join")
-        .unwrap_or_else(|e| {
-            panic!("cannot run skopeo ({e}); install it with `apt-get install -y skopeo`")
-        });
-    (shown, output)
-}
-
-/// Runs skopeo and requires success; returns stdout.
-async fn skopeo_ok(server: &Server, args: &[&str]) -> String {
-    let (shown, out) = skopeo(args).await;
-    assert!(
-        out.status.success(),
-        "`{shown}` failed with {}\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
-
-/// Runs skopeo and requires failure; returns stderr.
-async fn skopeo_fails(server: &Server, args: &[&str]) -> String {
-    let (shown, out) = skopeo(args).await;
-    assert!(
-        !out.status.success(),
-        "`{shown}` succeeded but should have failed\nstdout:\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        server.log()
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `--preserve-digests` (in recent skopeo releases) makes skopeo refuse any
-/// change to what it copies. Older versions lack the flag; they copy these
-/// OCI images (gzip layers, nothing to convert) unchanged anyway, which the
-/// digest comparisons in every test check regardless.
-fn preserve_digests() -> Option<&'static str> {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    let has = *HAS.get_or_init(|| {
-        let help = Command::new("skopeo").args(["copy", "--help"]).output();
-        help.map(|o| String::from_utf8_lossy(&o.stdout).contains("--preserve-digests"))
-            .unwrap_or(false)
-    });
-    has.then_some("--preserve-digests")
-}
-
-/// Copies `oci:DIR:tag` to `docker://host/dest` with digests preserved.
-async fn push(server: &Server, dir: &Path, tag: &str, dest: &str, all: bool) {
-    let src = oci_ref(dir, tag);
-    let dst = docker_ref(server, dest);
-    let mut args = vec!["copy", "--dest-tls-verify=false"];
-    args.extend(preserve_digests());
-    if all {
-        args.push("--all");
-    }
-    args.extend([src.as_str(), dst.as_str()]);
-    skopeo_ok(server, &args).await;
-}
-
-/// Copies `docker://host/src` into `oci:OUT:tag`; returns what `tag` names there.
-async fn pull(server: &Server, src: &str, out: &Path, tag: &str, all: bool) -> oci_layout::Entry {
-    let src = docker_ref(server, src);
-    let dst = oci_ref(out, tag);
-    let mut args = vec!["copy", "--src-tls-verify=false"];
-    args.extend(preserve_digests());
-    if all {
-        args.push("--all");
-    }
-    args.extend([src.as_str(), dst.as_str()]);
-    skopeo_ok(server, &args).await;
-    oci_layout::resolve(out, tag)
-}
 
 async fn inspect_raw(server: &Server, reference: &str) -> Vec<u8> {
     let r = docker_ref(server, reference);
@@ -223,35 +113,6 @@ async fn assert_blobs_present(
         let body = res.bytes().await.unwrap();
         assert_eq!(&harness::sha256(&body), d, "content of blob {d} in {repo}");
     }
-}
-
-/// Copies one image out into `out` (tag `pulled`) and checks the manifest
-/// and every blob against what was built.
-async fn pull_intact(server: &Server, src: &str, out: &Path, image: &BuiltImage) {
-    let entry = pull(server, src, out, "pulled", false).await;
-    assert_eq!(entry.digest, image.digest, "manifest digest of {src}");
-    assert_eq!(entry.media_type, OCI_MANIFEST, "{src}");
-    assert_eq!(
-        oci_layout::read_blob(out, &image.digest),
-        image.manifest,
-        "{src}"
-    );
-    let mut expected: BTreeSet<String> = image.blobs().into_iter().collect();
-    expected.insert(image.digest.clone());
-    assert_eq!(
-        oci_layout::closure(out, &image.digest),
-        expected,
-        "blobs of {src}"
-    );
-}
-
-/// A layout holding one image of `layers` fresh layers, tagged `tag`.
-fn image_layout(dir: &Path, tag: &str, layers: usize) -> BuiltImage {
-    let mut layout = OciLayout::create(dir);
-    let layers: Vec<Layer> = (0..layers).map(|i| Layer::random(1 + i % 3)).collect();
-    let image = layout.add_image("amd64", "linux", &layers);
-    layout.tag_image(tag, &image);
-    image
 }
 
 /// A layout holding a linux/amd64 + linux/arm64 index, tagged `tag`.

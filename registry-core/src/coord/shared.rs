@@ -4,6 +4,7 @@
 //! the blob it writes since it read the blob's generation, and a sweep
 //! only ever conflicts with transactions on the rows it deletes.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::index::{UnreferencedBlob, Upload};
 use crate::model::shared;
+use crate::observe::Observer;
 
 /// How long an upload session's lease lasts without being renewed: longer
 /// than any one request may take.
@@ -36,15 +38,18 @@ pub struct Shared {
     node: String,
     started_ms: u64,
     counters: Counters,
+    /// Told how long each sweep lasted and about each write refused.
+    observer: Arc<dyn Observer>,
 }
 
 impl Shared {
-    pub fn new(db: Db, clock: &Clock) -> Shared {
+    pub fn new(db: Db, clock: &Clock, observer: Arc<dyn Observer>) -> Shared {
         Shared {
             started_ms: clock.now_ms(),
             node: uuid::Uuid::new_v4().simple().to_string(),
             db,
             counters: Counters::default(),
+            observer,
         }
     }
 
@@ -54,6 +59,20 @@ impl Shared {
 
     fn digests(names: Vec<String>) -> Result<Vec<Digest>> {
         names.iter().map(|d| d.parse()).collect()
+    }
+}
+
+/// Reports, when a sweep ends, how long it held what it took: a cluster's
+/// "fence" is the sweep itself, closed to nobody but the writes of the
+/// blobs it dooms.
+struct Sweeping {
+    observer: Arc<dyn Observer>,
+    since: Instant,
+}
+
+impl Drop for Sweeping {
+    fn drop(&mut self) {
+        self.observer.fence_closed(self.since.elapsed());
     }
 }
 
@@ -98,9 +117,13 @@ impl Coordination for Shared {
 
     async fn close(&self) -> Result<Closed> {
         self.counters.sweeps.fetch_add(1, Ordering::Relaxed);
+        let since = Instant::now();
         Ok(Closed {
-            since: Instant::now(),
-            _held: Box::new(()),
+            since,
+            _held: Box::new(Sweeping {
+                observer: self.observer.clone(),
+                since,
+            }),
         })
     }
 
@@ -153,6 +176,7 @@ impl Coordination for Shared {
 
     fn refused(&self) {
         self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        self.observer.write_fenced(true);
     }
 
     async fn prune(&self, grace: Duration) -> Result<()> {

@@ -1,7 +1,10 @@
 //! The integration harness: starts the real `registry` binary on a loopback
 //! port with its data in a temporary directory, and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of it
+pub mod cluster;
 pub mod oci_layout;
+pub mod skopeo;
+pub mod soak;
 pub mod under_fire;
 pub mod webdriver;
 
@@ -125,6 +128,12 @@ impl Server {
         } else {
             vec!["--data-dir".as_ref(), default_data.as_os_str()]
         };
+        // A node behind a load balancer keeps its address across restarts.
+        let addr: &[&str] = if args.iter().any(|a| a == "--addr") {
+            &[]
+        } else {
+            &["--addr", "127.0.0.1:0"]
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -132,8 +141,7 @@ impl Server {
             .expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_registry"))
             .arg("serve")
-            .arg("--addr")
-            .arg("127.0.0.1:0")
+            .args(addr)
             .args(&data)
             .args(&args)
             .args(mark)
