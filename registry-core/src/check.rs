@@ -73,7 +73,7 @@ pub enum Progress<'a> {
 }
 
 async fn hash_of(registry: &Registry, digest: &Digest, size: u64) -> Result<Digest> {
-    let mut stream = registry.blobs.read(digest, 0..size).await?;
+    let mut stream = registry.read_blob(digest, size, 0..size).await?;
     let mut h = Hasher::new(digest.algorithm());
     while let Some(chunk) = stream.next().await {
         h.update(&chunk?);
@@ -99,7 +99,12 @@ async fn check_blob(
         size: recorded,
         found,
     };
-    Ok(match registry.blobs.stat(digest).await? {
+    // A small blob may live in the index, not in the blob store.
+    let stored = match registry.inline_bytes(digest, recorded).await? {
+        Some(bytes) => Some(bytes.len() as u64),
+        None => registry.blobs.stat(digest).await?,
+    };
+    Ok(match stored {
         None => Some(Found::Missing(problem("no file".into()))),
         Some(size) if size != recorded => Some(Found::WrongSize(problem(format!("{size} bytes")))),
         Some(size) if options.verify_content => {

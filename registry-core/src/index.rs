@@ -76,6 +76,8 @@ pub struct BlobInfo {
     /// Manifests (counted once per repository they are stored in) that
     /// reference this blob.
     pub refs: u64,
+    /// The index keeps its bytes (a small blob), not the blob store.
+    pub in_index: bool,
 }
 
 /// Totals the index keeps current in every transaction (no scans).

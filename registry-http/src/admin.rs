@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use registry_core::index::{ActivityQuery, Collected};
-use registry_core::{Error, ErrorCode, Reference, Registry, RepoName};
+use registry_core::{Digest, Error, ErrorCode, Reference, Registry, RepoName};
 use registry_gc::report::RunReport;
 use registry_gc::{Collector, GcError, Retainer, RunRequest};
 use serde::Deserialize;
@@ -161,6 +161,7 @@ impl AdminApi {
             }
             (Method::GET, Admin::Activity) => self.activity_page(&query).await,
             (Method::GET, Admin::Repository(repo)) => self.repository(&repo).await,
+            (Method::GET, Admin::Blobs) => self.blobs_page(&query).await,
             (Method::GET | Method::PUT, Admin::Retention) => self.retention(req, &actor).await,
             (Method::POST, Admin::RetentionRun) => self.retention_run(req, &actor).await,
             (Method::GET | Method::PUT, Admin::Immutable) => self.immutable(req, &actor).await,
@@ -272,6 +273,33 @@ impl AdminApi {
             "blobs and bytes are what nothing references any more; a garbage collection run frees them once their grace period is over"
         );
         Ok(json_response(StatusCode::OK, &v))
+    }
+
+    async fn blobs_page(&self, query: &Query) -> AdminResult {
+        let limit = match query.get("limit") {
+            Some(l) => l
+                .parse::<usize>()
+                .map_err(|_| invalid("limit must be a number"))?,
+            None => 1000,
+        }
+        .clamp(1, 10_000);
+        let after = query
+            .get("after")
+            .map(|a| a.parse::<Digest>().map_err(|e| invalid(e.to_string())))
+            .transpose()?;
+        let page = self.registry.blobs_page(after.as_ref(), limit).await?;
+        let next = (page.len() == limit).then(|| page.last().map(|(d, _)| d.to_string()));
+        let list: Vec<Value> = page
+            .iter()
+            .map(|(d, b)| {
+                let kept = if b.in_index { "index" } else { "blob store" };
+                json!({ "digest": d, "size": b.size, "refs": b.refs, "kept_in": kept })
+            })
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "blobs": list, "next_cursor": next.flatten() }),
+        ))
     }
 
     async fn activity_page(&self, query: &Query) -> AdminResult {

@@ -369,7 +369,7 @@ impl Api {
         let size = self.registry.stat_blob(repo, d).await?;
         if !head
             && self.options.blob_redirect
-            && let Some(url) = self.registry.blob_url(d).await?
+            && let Some(url) = self.registry.blob_url(d, size).await?
         {
             return Ok(Reply::new(StatusCode::TEMPORARY_REDIRECT)
                 .header(header::LOCATION, url)
@@ -411,7 +411,7 @@ impl Api {
         if head {
             return Ok(reply.body(body::empty()));
         }
-        let stream = self.registry.read_blob(d, span).await?;
+        let stream = self.registry.read_blob(d, size, span).await?;
         Ok(reply.body(body::stream(stream)))
     }
 

@@ -86,6 +86,9 @@ pub enum Admin {
     RetentionRun,
     /// `GET|PUT /admin/immutable`: the immutable-tag rules.
     Immutable,
+    /// `GET /admin/blobs?after=&limit=`: every stored blob, with its
+    /// reference count and where its bytes are kept.
+    Blobs,
     /// `GET /admin/activity?repository=&action=&since=&limit=&cursor=`
     Activity,
 }
@@ -105,6 +108,7 @@ impl Admin {
             Admin::Retention => "admin_retention",
             Admin::RetentionRun => "admin_retention_run",
             Admin::Immutable => "admin_immutable",
+            Admin::Blobs => "admin_blobs",
         }
     }
 
@@ -133,6 +137,7 @@ pub fn parse_admin(path: &str) -> Result<Admin, RouteError> {
         "retention" => return Ok(Admin::Retention),
         "retention/run" => return Ok(Admin::RetentionRun),
         "immutable" => return Ok(Admin::Immutable),
+        "blobs" => return Ok(Admin::Blobs),
         _ => {}
     }
     if let Some(id) = rest.strip_prefix("gc/runs/") {

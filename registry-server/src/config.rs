@@ -71,6 +71,10 @@ pub struct Limits {
     /// in bytes (507 below it); unset: 1 GiB, or 5% of the filesystem if
     /// less; 0: no mark (a full disk still gets 507).
     pub min_free_bytes: Option<u64>,
+    /// Blobs pushed whole up to this size (at most 64 KiB) are kept in the
+    /// index, durable with its commit, instead of in the blob store; 0
+    /// keeps every blob in the blob store.
+    pub inline_blob_bytes: u64,
 }
 
 impl Default for Limits {
@@ -80,6 +84,7 @@ impl Default for Limits {
             max_blob_bytes: 0,
             index_cache_bytes: registry_core::db::redb::DEFAULT_CACHE_BYTES as u64,
             min_free_bytes: None,
+            inline_blob_bytes: registry_core::registry::blobs::DEFAULT_INLINE_BYTES,
         }
     }
 }
@@ -247,6 +252,12 @@ impl Config {
             config.gc.orphaned_referrers = b;
         }
         config.gc.validate()?;
+        let ceiling = registry_core::registry::blobs::INLINE_CEILING;
+        anyhow::ensure!(
+            config.limits.inline_blob_bytes <= ceiling,
+            "limits.inline_blob_bytes is {}: at most {ceiling} bytes are kept in the index",
+            config.limits.inline_blob_bytes
+        );
         Ok(config)
     }
 

@@ -121,6 +121,7 @@ pub async fn open_store(
                 n => n,
             },
             min_free_bytes: config.limits.min_free_bytes,
+            inline_blob_bytes: config.limits.inline_blob_bytes,
         },
         link_foreign_blobs: config.auth.mode == registry_http::auth::Mode::None,
         activity_retention: config.activity_retention,

@@ -65,7 +65,7 @@ async fn a_filesystem_store_moves_into_a_bucket_and_pulls_intact() {
         .await;
     // Stored but referenced by nothing: moved too, collected later.
     c.push_blob("app", b"not referenced").await;
-    let on_disk = s.stored_blobs().await;
+    let on_disk = s.blob_store_contents().await;
     s.terminate();
 
     let out = migrate(&s, &garage, prefix);
@@ -117,7 +117,7 @@ async fn a_filesystem_store_moves_into_a_bucket_and_pulls_intact() {
 
     s.move_blobs_to(garage.clone(), prefix);
     assert_eq!(
-        s.stored_blobs().await,
+        s.blob_store_contents().await,
         on_disk,
         "the bucket holds every blob"
     );

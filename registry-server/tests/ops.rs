@@ -356,10 +356,13 @@ fn blob_path(data: &std::path::Path, digest: &str) -> std::path::PathBuf {
 async fn check_finds_and_repairs_what_a_test_breaks() {
     let mut s = Server::start();
     let c = s.client();
-    let gone = c.push_image("chk", "gone", 1).await;
-    let rotten = c.push_image("chk", "rotten", 1).await;
+    // Files to break: layers too large for the index to keep.
+    let gone = c.push_stored_image("chk", "gone", 1).await;
+    let rotten = c.push_stored_image("chk", "rotten", 1).await;
     let fine = c.push_image("chk", "fine", 2).await;
     let counted = c.push_image("chk", "counted", 1).await;
+    // A small layer the index keeps, corrupted there.
+    let small = c.push_image("chk", "small", 1).await;
     s.kill();
     let data = s.data_dir();
     let data_arg = data.to_str().unwrap().to_owned();
@@ -378,15 +381,19 @@ async fn check_finds_and_repairs_what_a_test_breaks() {
     {
         // Through the table interface, past every rule.
         use registry_core::db::Reads;
-        use registry_core::model::BLOBS;
+        use registry_core::model::{BLOB_DATA, BLOBS};
         let index = registry_core::index::Index::open_redb(&data.join("index.redb")).unwrap();
         let d = counted.layers[0].clone();
+        let s = small.layers[0].clone();
         index
             .db()
             .write(move |tx| {
                 let mut row = tx.get(BLOBS, &d)?.expect("the blob row");
                 row.refs = 7;
-                tx.put(BLOBS, &d, &row)
+                tx.put(BLOBS, &d, &row)?;
+                let mut bytes = tx.get(BLOB_DATA, &s)?.expect("kept in the index");
+                bytes[0] ^= 0xff;
+                tx.put(BLOB_DATA, &s, &bytes)
             })
             .await
             .unwrap();
@@ -425,7 +432,16 @@ async fn check_finds_and_repairs_what_a_test_breaks() {
     ]);
     assert_eq!(code, 2, "{out}");
     let report: Value = serde_json::from_str(&out[..out.rfind('}').unwrap() + 1]).unwrap();
-    assert_eq!(report["corrupt"][0]["digest"], rotten.layers[0].as_str());
+    let mut corrupt: Vec<&str> = report["corrupt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["digest"].as_str().unwrap())
+        .collect();
+    corrupt.sort();
+    let mut expected = vec![rotten.layers[0].as_str(), small.layers[0].as_str()];
+    expected.sort();
+    assert_eq!(corrupt, expected, "{report:#}");
 
     let (code, out) = registry(&[
         "check",
@@ -441,6 +457,10 @@ async fn check_finds_and_repairs_what_a_test_breaks() {
     );
     assert!(
         out.contains(&format!("removed image:  chk@{}", rotten.digest)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("removed image:  chk@{}", small.digest)),
         "{out}"
     );
     assert!(out.contains("problems found and repaired"), "{out}");

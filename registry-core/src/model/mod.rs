@@ -61,6 +61,10 @@ pub const MANIFEST_BODIES: Table<String, Vec<u8>> = Table::new("manifest_bodies"
 pub const MANIFEST_BODY_REFS: Table<String, u64> = Table::new("manifest_body_refs");
 /// blob digest -> size, reference count, times
 pub const BLOBS: Table<String, BlobRow> = Table::new("blobs");
+/// blob digest -> the bytes of a small blob kept in the index instead of
+/// the blob store (see `registry::blobs`): durable with the commit that
+/// records it, no file, no fsync of its own. Goes with its `blobs` row.
+pub const BLOB_DATA: Table<String, Vec<u8>> = Table::new("blob_data");
 /// blob digest -> unix ms since when its reference count is zero: the only
 /// place garbage collection looks for candidates.
 pub const UNREFERENCED: Table<String, u64> = Table::new("unreferenced");
@@ -120,6 +124,7 @@ pub const TABLES: &[&str] = &[
     EMPTY_UPLOADS.name,
     LEASES.name,
     PULLS.name,
+    BLOB_DATA.name,
 ];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::counters::{self, set_total};
 use super::dangling::refresh_dangling;
 use super::{
-    BLOBS, BlobRow, DANGLING, LINKS, LINKS_BY_BLOB, LinkRow, MANIFEST_BODIES, MANIFEST_BODY_REFS,
-    MANIFESTS, ManifestRow, REFERRERS, REPOS, RepoRow, TAGS, TAGS_BY_MANIFEST, TagRow,
-    UNREFERENCED, UPLOADS,
+    BLOB_DATA, BLOBS, BlobRow, DANGLING, LINKS, LINKS_BY_BLOB, LinkRow, MANIFEST_BODIES,
+    MANIFEST_BODY_REFS, MANIFESTS, ManifestRow, REFERRERS, REPOS, RepoRow, TAGS, TAGS_BY_MANIFEST,
+    TagRow, UNREFERENCED, UPLOADS,
 };
 use crate::db::{Reads, Table, Tx};
 use crate::error::Result;
@@ -82,6 +82,7 @@ pub fn recount(tx: &mut Tx<'_>, repair: bool) -> Result<Vec<String>> {
     rc.manifest_counts(&p, &e)?;
     rc.sets(&e)?;
     rc.bodies(&e)?;
+    rc.inline_bytes(&p)?;
     rc.dangling(&p, &e)?;
     rc.repositories(&e)?;
     rc.totals(&p, &e)?;
@@ -329,6 +330,29 @@ impl Recount<'_, '_> {
             if !self.tx.contains(MANIFEST_BODIES, d)? {
                 self.problems
                     .push(format!("manifest {d} has no stored body"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes the index keeps belong to a blob row, and match its size.
+    fn inline_bytes(&mut self, p: &Primary) -> Result<()> {
+        let kept: Vec<String> = self.tx.scan_all(BLOB_DATA).keys().collect::<Result<_>>()?;
+        for d in kept {
+            let fits = match p.blobs.get(&d) {
+                Some(row) => {
+                    let bytes = self.tx.get(BLOB_DATA, &d)?.unwrap_or_default();
+                    bytes.len() as u64 == row.size
+                }
+                None => false,
+            };
+            if !fits {
+                self.problems.push(format!(
+                    "blob {d}: bytes kept in the index without a matching blob row"
+                ));
+                if self.repair {
+                    self.tx.delete(BLOB_DATA, &d)?;
+                }
             }
         }
         Ok(())

@@ -5,7 +5,7 @@
 //! garbage collection looks.
 
 use super::counters::{self, adjust_repo, bump};
-use super::{BLOBS, BlobRow, LINKS, LINKS_BY_BLOB, LinkRow, UNREFERENCED, broken};
+use super::{BLOB_DATA, BLOBS, BlobRow, LINKS, LINKS_BY_BLOB, LinkRow, UNREFERENCED, broken};
 use crate::db::{Reads, Tx, prefix};
 use crate::error::{Error, Result};
 
@@ -120,6 +120,21 @@ pub fn commit_blob(tx: &mut Tx<'_>, repo: &str, digest: &str, size: u64) -> Resu
     ensure_link(tx, repo, digest)
 }
 
+/// Records a small blob whose bytes the index keeps: the bytes go in with
+/// the row that makes the blob exist (a blob already stored keeps its
+/// bytes where they are and is only seen again).
+pub fn commit_inline_blob(tx: &mut Tx<'_>, repo: &str, digest: &str, bytes: &[u8]) -> Result<()> {
+    if blob_row(tx, digest)?.is_none() {
+        tx.put(BLOB_DATA, digest, &bytes.to_vec())?;
+    }
+    commit_blob(tx, repo, digest, bytes.len() as u64)
+}
+
+/// The bytes of a blob the index keeps, if it keeps them.
+pub fn inline_bytes(r: &impl Reads, digest: &str) -> Result<Option<Vec<u8>>> {
+    r.get(BLOB_DATA, digest)
+}
+
 /// Links a stored blob into `repo`: from `from` if given (which must see
 /// it). `None` if it cannot be mounted.
 pub fn mount_blob(
@@ -182,9 +197,11 @@ pub fn remove_blobs(
     Ok(removed)
 }
 
-/// Deletes an unreferenced blob's own rows.
+/// Deletes an unreferenced blob's own rows (its bytes too, if the index
+/// holds them).
 fn forget_blob_row(tx: &mut Tx<'_>, digest: &str, size: u64) -> Result<()> {
     tx.delete(BLOBS, digest)?;
+    tx.delete(BLOB_DATA, digest)?;
     tx.delete(UNREFERENCED, digest)?;
     let size = size as i64;
     bump(tx, counters::BLOBS, -1)?;

@@ -98,10 +98,20 @@ pub fn blob_repositories(r: &impl Reads, digest: &str, limit: usize) -> Result<V
 }
 
 pub fn blob(r: &impl Reads, digest: &str) -> Result<Option<BlobInfo>> {
-    Ok(blob_row(r, digest)?.map(|b| BlobInfo {
-        size: b.size,
-        refs: b.refs,
-    }))
+    let Some(b) = blob_row(r, digest)? else {
+        return Ok(None);
+    };
+    Ok(Some(blob_info(r, digest, &b)?))
+}
+
+fn blob_info(r: &impl Reads, digest: &str, row: &super::BlobRow) -> Result<BlobInfo> {
+    let in_index = row.size <= crate::registry::blobs::INLINE_CEILING
+        && r.contains(super::BLOB_DATA, digest)?;
+    Ok(BlobInfo {
+        size: row.size,
+        refs: row.refs,
+        in_index,
+    })
 }
 
 pub fn referrers(
@@ -191,13 +201,7 @@ pub fn blobs_page(
         .take(limit)
         .map(|e| {
             let (d, row) = e?;
-            Ok((
-                d.parse()?,
-                BlobInfo {
-                    size: row.size,
-                    refs: row.refs,
-                },
-            ))
+            Ok((d.parse()?, blob_info(r, &d, &row)?))
         })
         .collect()
 }

@@ -71,6 +71,15 @@ impl Registry {
             .await
     }
 
+    /// Stored blobs in digest order after `after`, at most `limit`.
+    pub async fn blobs_page(
+        &self,
+        after: Option<&crate::Digest>,
+        limit: usize,
+    ) -> Result<Vec<(crate::Digest, crate::index::BlobInfo)>> {
+        self.index.blobs_page(after, limit).await
+    }
+
     /// The running totals (no scan).
     pub async fn totals(&self) -> Result<Totals> {
         self.index.totals().await

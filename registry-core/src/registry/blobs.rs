@@ -1,6 +1,15 @@
 //! Blob reads, mounts, monolithic pushes and blob deletes.
+//!
+//! Small blobs (configs, small layers, signatures) pushed whole are kept in
+//! the index instead of the blob store: their bytes ride on the commit that
+//! records them, which a push pays anyway, instead of a file, its fsync and
+//! its directory's fsyncs of their own (or an object store PUT). Reads look
+//! in the index first for blobs no larger than [`INLINE_CEILING`].
 
 use std::ops::Range;
+
+use bytes::Bytes;
+use futures::StreamExt;
 
 use super::Registry;
 use crate::blob::ByteStream;
@@ -10,6 +19,12 @@ use crate::index::commit_blob;
 use crate::model::shared::check_pass;
 use crate::model::{log, refs};
 use crate::names::RepoName;
+
+/// The default largest blob kept in the index.
+pub const DEFAULT_INLINE_BYTES: u64 = 16 * 1024;
+/// No blob larger than this is ever kept in the index, whatever the
+/// setting: reads of larger blobs never look there.
+pub const INLINE_CEILING: u64 = 64 * 1024;
 
 /// Upload ids: random, hex.
 pub(super) fn new_upload_id() -> String {
@@ -35,14 +50,45 @@ impl Registry {
     }
 
     /// A URL the client may fetch a blob from directly (a presigned object
-    /// store URL), for a blob previously sized with [`Registry::stat_blob`].
-    pub async fn blob_url(&self, digest: &Digest) -> Result<Option<String>> {
+    /// store URL), for a blob of `size` bytes previously sized with
+    /// [`Registry::stat_blob`]. None for a blob the index keeps.
+    pub async fn blob_url(&self, digest: &Digest, size: u64) -> Result<Option<String>> {
+        if self.inline_bytes(digest, size).await?.is_some() {
+            return Ok(None);
+        }
         self.blobs.redirect(digest).await
     }
 
-    /// Streams `range` of a blob previously sized with [`Registry::stat_blob`].
-    pub async fn read_blob(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream> {
-        self.blobs.read(digest, range).await
+    /// Streams `range` of a blob of `size` bytes previously sized with
+    /// [`Registry::stat_blob`].
+    pub async fn read_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        range: Range<u64>,
+    ) -> Result<ByteStream> {
+        match self.inline_bytes(digest, size).await? {
+            Some(bytes) => {
+                let end = (range.end as usize).min(bytes.len());
+                let part = bytes.slice((range.start as usize).min(end)..end);
+                Ok(futures::stream::once(async move { Ok(part) }).boxed())
+            }
+            None => self.blobs.read(digest, range).await,
+        }
+    }
+
+    /// The bytes of a blob of `size` bytes, if the index keeps them.
+    pub(crate) async fn inline_bytes(&self, digest: &Digest, size: u64) -> Result<Option<Bytes>> {
+        if size > INLINE_CEILING {
+            return Ok(None);
+        }
+        let d = digest.to_string();
+        let found = self
+            .index
+            .db()
+            .read(move |r| refs::inline_bytes(r, &d))
+            .await?;
+        Ok(found.map(Bytes::from))
     }
 
     /// Removes a blob from `repo`'s view (refused while a manifest there
@@ -135,15 +181,25 @@ impl Registry {
         self.noted(recorded)
     }
 
-    /// Receives a whole blob in one request and stores it under `digest`.
+    /// Receives a whole blob in one request and stores it under `digest`:
+    /// in the index if it is small enough, else in the blob store.
     pub async fn put_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         body: ByteStream,
     ) -> Result<u64> {
+        let limits = self.options.limits;
+        let small = limits
+            .inline_blob_bytes
+            .min(INLINE_CEILING)
+            .min(limits.max_blob_bytes);
+        let body = match read_at_most(body, small).await? {
+            Whole(bytes) => return self.put_inline_blob(repo, digest, bytes).await,
+            Longer(body) => body,
+        };
         let id = new_upload_id();
-        let limit = self.options.limits.max_blob_bytes;
+        let limit = limits.max_blob_bytes;
         let staged = self.blobs.stage(&id, digest, body, limit).await?;
         let pass = match self.node.pass(std::slice::from_ref(digest)).await {
             Ok(p) => p,
@@ -155,6 +211,29 @@ impl Registry {
         let size = self.blobs.publish(staged, digest).await?;
         self.record_blob(&pass, repo, digest, size, None).await?;
         Ok(size)
+    }
+
+    /// Checks and records a small blob with its bytes, in one commit.
+    async fn put_inline_blob(&self, repo: &RepoName, digest: &Digest, bytes: Bytes) -> Result<u64> {
+        let actual = Digest::of(digest.algorithm(), &bytes);
+        if actual != *digest {
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let pass = self.node.pass(std::slice::from_ref(digest)).await?;
+        let conditions = pass.conditions.clone();
+        let (r, d, size) = (repo.to_string(), digest.to_string(), bytes.len() as u64);
+        let recorded = self
+            .index
+            .db()
+            .write(move |tx| {
+                check_pass(tx, &conditions)?;
+                refs::commit_inline_blob(tx, &r, &d, &bytes)
+            })
+            .await;
+        self.noted(recorded).map(|()| size)
     }
 
     /// Puts an upload's bytes at their content address and records the
@@ -175,4 +254,36 @@ impl Registry {
         self.record_blob(&pass, repo, digest, size, closes).await?;
         Ok(size)
     }
+}
+
+/// A request body read up to a size: whole, or longer (and then the whole
+/// stream again, what was read first included).
+enum Prefix {
+    Whole(Bytes),
+    Longer(ByteStream),
+}
+use Prefix::{Longer, Whole};
+
+/// Reads `body` until it ends or exceeds `max` bytes.
+async fn read_at_most(mut body: ByteStream, max: u64) -> Result<Prefix> {
+    let mut read: Vec<Bytes> = Vec::new();
+    let mut len = 0u64;
+    if max > 0 {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            len += chunk.len() as u64;
+            read.push(chunk);
+            if len > max {
+                break;
+            }
+        }
+        if len <= max {
+            return Ok(Whole(match read.len() {
+                1 => read.pop().expect("one chunk"),
+                _ => read.concat().into(),
+            }));
+        }
+    }
+    let again = futures::stream::iter(read.into_iter().map(Ok));
+    Ok(Longer(again.chain(body).boxed()))
 }

@@ -13,7 +13,7 @@
 //! - [`space`]: free space, and whether a push may go ahead.
 
 mod admin;
-mod blobs;
+pub mod blobs;
 pub mod gc;
 mod manifests;
 pub mod policies;
@@ -48,6 +48,9 @@ pub struct Limits {
     /// (see [`crate::space::LowWater`]): `None` for the default, `Some(0)`
     /// for no mark.
     pub min_free_bytes: Option<u64>,
+    /// Blobs pushed whole up to this size are kept in the index (see
+    /// [`blobs::INLINE_CEILING`]); 0 keeps every blob in the blob store.
+    pub inline_blob_bytes: u64,
 }
 
 impl Default for Limits {
@@ -56,6 +59,7 @@ impl Default for Limits {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             max_blob_bytes: u64::MAX,
             min_free_bytes: None,
+            inline_blob_bytes: blobs::DEFAULT_INLINE_BYTES,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct Registry {
     policies: policies::PolicyCell,
     /// Manifest pulls not yet written: (repository, digest) -> unix ms.
     pulls: std::sync::Mutex<std::collections::HashMap<(String, String), u64>>,
+    /// The filesystems as last measured for admitting a push, and when.
+    space_seen: std::sync::Mutex<Option<(std::time::Instant, Vec<crate::space::Filesystem>)>>,
 }
 
 impl Registry {
@@ -114,6 +120,7 @@ impl Registry {
             node,
             options,
             pulls: std::sync::Mutex::default(),
+            space_seen: std::sync::Mutex::default(),
             policies: policies::PolicyCell::new(policies::TagRules::default())
                 .expect("no rules compile"),
         }

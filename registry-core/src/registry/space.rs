@@ -3,6 +3,8 @@
 //! they write to, if any; the caller (the HTTP layer) only says how many
 //! bytes are coming.
 
+use std::time::{Duration, Instant};
+
 use super::Registry;
 use crate::error::{Error, Result};
 use crate::space::{Filesystem, LowWater};
@@ -42,12 +44,44 @@ impl Registry {
     /// is already below the mark (a manifest is bounded by its own limit,
     /// far below any mark). A filesystem that cannot be measured admits the
     /// push: the write itself then says whether it fits.
+    ///
+    /// Free space is measured at most every [`MEASURE_EVERY`] for this (a
+    /// push is several requests, each asking) while every filesystem is
+    /// well above its mark ([`ROOM`]); near the mark, every push measures.
     pub async fn admit_push(&self, incoming: u64) -> Result<()> {
-        match space_refusal(&self.filesystems().await, incoming) {
+        let fresh = {
+            let seen = self.space_seen.lock().expect("space");
+            seen.as_ref()
+                .filter(|(at, fs)| at.elapsed() < MEASURE_EVERY && roomy(fs))
+                .map(|(_, fs)| fs.clone())
+        };
+        let filesystems = match fresh {
+            Some(fs) => fs,
+            None => {
+                let fs = self.filesystems().await;
+                *self.space_seen.lock().expect("space") = Some((Instant::now(), fs.clone()));
+                fs
+            }
+        };
+        match space_refusal(&filesystems, incoming) {
             Some(why) => Err(Error::StorageFull(why)),
             None => Ok(()),
         }
     }
+}
+
+/// How long a measurement of free space admits pushes for.
+pub const MEASURE_EVERY: Duration = Duration::from_millis(100);
+/// Free space beyond the mark (and free inodes) under which a measurement
+/// is not reused: more than pushes can write in [`MEASURE_EVERY`].
+pub const ROOM: u64 = 1 << 30;
+
+/// Whether every filesystem has room enough to reuse its measurement.
+fn roomy(filesystems: &[Filesystem]) -> bool {
+    filesystems.iter().all(|fs| {
+        let inodes = fs.usage.total_inodes == 0 || fs.usage.free_inodes > 10_000;
+        inodes && fs.usage.free_bytes >= fs.min_free_bytes.saturating_add(ROOM)
+    })
 }
 
 /// Why a push of `incoming` bytes onto these filesystems must be refused,

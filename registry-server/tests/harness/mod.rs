@@ -199,8 +199,17 @@ impl Server {
         }
     }
 
-    /// The digests of every blob in the blob store (files, or objects).
+    /// The digests of every blob stored: in the blob store (files, or
+    /// objects), or kept by the index (small blobs; asked of the running
+    /// server).
     pub async fn stored_blobs(&self) -> std::collections::BTreeSet<String> {
+        let mut all = self.blob_store_contents().await;
+        all.extend(self.client().blobs_kept_in_index().await);
+        all
+    }
+
+    /// The digests of every blob in the blob store (files, or objects).
+    pub async fn blob_store_contents(&self) -> std::collections::BTreeSet<String> {
         let Some(garage) = &self.garage else {
             return walk_blobs(&self.data_dir().join("blobs"));
         };
@@ -461,12 +470,25 @@ impl Client {
     }
 
     /// Pushes a small image (config + `layers` random layers) tagged `tag`;
-    /// returns the manifest digest and the blob digests.
+    /// returns the manifest digest and the blob digests. Its blobs are small
+    /// enough for the index to keep them.
     pub async fn push_image(&self, repo: &str, tag: &str, layers: usize) -> Image {
+        self.push_image_of(repo, tag, layers, 1024).await
+    }
+
+    /// An image whose layers are too large for the index to keep: they are
+    /// files (or objects) of the blob store (its config stays small).
+    pub async fn push_stored_image(&self, repo: &str, tag: &str, layers: usize) -> Image {
+        self.push_image_of(repo, tag, layers, INLINE_CEILING + 1)
+            .await
+    }
+
+    /// An image of `layers` random layers of about `size` bytes each.
+    pub async fn push_image_of(&self, repo: &str, tag: &str, layers: usize, size: usize) -> Image {
         let mut layer_digests = Vec::new();
         let mut descriptors = Vec::new();
         for _ in 0..layers {
-            let bytes = random_bytes(1024 + layer_digests.len());
+            let bytes = random_bytes(size + layer_digests.len());
             let d = self.push_blob(repo, &bytes).await;
             descriptors.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": bytes.len()}));
             layer_digests.push(d);
@@ -507,6 +529,28 @@ impl Client {
             manifest,
             config: config_digest,
             layers,
+        }
+    }
+
+    /// The blobs whose bytes the index keeps (`GET /admin/blobs`).
+    pub async fn blobs_kept_in_index(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(a) => format!("/admin/blobs?limit=1000&after={a}"),
+                None => "/admin/blobs?limit=1000".to_owned(),
+            };
+            let page = self.json(&path).await;
+            for b in page["blobs"].as_array().expect("blob list") {
+                if b["kept_in"] == "index" {
+                    out.push(b["digest"].as_str().unwrap().to_owned());
+                }
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => return out,
+            }
         }
     }
 
@@ -591,6 +635,10 @@ impl Image {
         v
     }
 }
+
+/// Blobs larger than this always live in the blob store; smaller ones
+/// pushed whole may live in the index (`limits.inline_blob_bytes`).
+pub const INLINE_CEILING: usize = 64 * 1024;
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
