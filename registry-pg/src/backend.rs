@@ -1,10 +1,10 @@
 //! The back end: a connection pool, snapshots, and transaction jobs.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use registry_core::db::overlay::Overlay;
@@ -31,6 +31,11 @@ pub struct PgOptions {
     pub attempts: u32,
     /// Rows each running total is spread over.
     pub shards: u8,
+    /// Longest a transaction may take from drawing its first id
+    /// (`next_id`) to sending COMMIT; one that would take longer is rolled
+    /// back and answered `Unavailable`. Readers of the activity log wait
+    /// [`PgBackend::id_lag`] for a missing id before skipping it.
+    pub max_id_hold: Duration,
 }
 
 impl Default for PgOptions {
@@ -41,6 +46,7 @@ impl Default for PgOptions {
             wait_timeout: Duration::from_secs(10),
             attempts: 20,
             shards: 16,
+            max_id_hold: Duration::from_secs(20),
         }
     }
 }
@@ -131,7 +137,7 @@ impl PgBackend {
     }
 
     /// One try of a job: `None` when it met a serialization conflict.
-    fn try_once(&self, job: &mut Job) -> Option<Outcome> {
+    fn try_once(&self, job: &mut Job, ids: &mut Ids) -> Option<Outcome> {
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Some(gone(e.to_string())),
@@ -147,9 +153,16 @@ impl PgBackend {
         let mut w = PgWrite {
             overlay: Overlay::new(&conn),
             conn: &conn,
+            ids,
+            used: HashMap::new(),
         };
         let end = (job.run)(&mut w, ctx);
         let changes = collect_changes(&w.overlay);
+        // An attempt that uses drawn ids must send COMMIT in time.
+        let deadline = match w.used.is_empty() {
+            true => None,
+            false => w.ids.first.map(|t| t + self.options.max_id_hold),
+        };
         drop(w);
         match (conn.trouble.get(), end) {
             (Trouble::Conflict, _) => conn.rollback_then(None),
@@ -158,7 +171,7 @@ impl PgBackend {
             }
             (_, JobEnd::Poisoned) => conn.rollback_then(Some(Outcome::Excluded)),
             (_, JobEnd::Fatal(why)) => conn.rollback_then(Some(Outcome::Failed(why))),
-            (_, JobEnd::Done | JobEnd::Refused) => conn.commit(&changes),
+            (_, JobEnd::Done | JobEnd::Refused) => conn.commit(&changes, deadline),
         }
     }
 }
@@ -218,6 +231,9 @@ async fn migrate(pool: &Pool, tables: &[&'static str]) -> Result<()> {
             tx.commit().await.map_err(db)?;
             tracing::info!(version, "index database schema migrated");
         }
+        for statement in sql::create_tables(tables) {
+            client.batch_execute(&statement).await.map_err(db)?;
+        }
         Ok(())
     }
     .await;
@@ -248,8 +264,9 @@ impl Backend for PgBackend {
         };
         self.handle.spawn_blocking(move || {
             let mut pause = Duration::from_millis(2);
+            let mut ids = Ids::default();
             for attempt in 1..=this.backend.options.attempts {
-                if let Some(outcome) = this.backend.try_once(&mut job) {
+                if let Some(outcome) = this.backend.try_once(&mut job, &mut ids) {
                     (job.finish)(outcome);
                     return;
                 }
@@ -274,6 +291,15 @@ impl Backend for PgBackend {
 
     fn close(&self) {
         self.pool.close();
+    }
+
+    /// Ids come from sequences, so a transaction that drew id 10 may
+    /// commit after one that drew 11. A transaction sends COMMIT within
+    /// `max_id_hold` of drawing its first id or is rolled back, and a
+    /// COMMIT of rows already sent is a WAL flush: three times the hold
+    /// leaves the flush twice the hold (40 s by default) of margin.
+    fn id_lag(&self) -> Duration {
+        self.options.max_id_hold * 3
     }
 }
 
@@ -346,8 +372,9 @@ impl<'c> Conn<'c> {
         outcome
     }
 
-    /// Sends the changes and commits; `None` on a serialization conflict.
-    fn commit(&self, changes: &Changes) -> Option<Outcome> {
+    /// Sends the changes and commits, unless `deadline` has passed by then;
+    /// `None` on a serialization conflict.
+    fn commit(&self, changes: &Changes, deadline: Option<Instant>) -> Option<Outcome> {
         let sent = changes
             .iter()
             .try_for_each(|(table, (keys, values, gone))| {
@@ -359,6 +386,11 @@ impl<'c> Conn<'c> {
                 }
                 Ok::<(), Error>(())
             });
+        if sent.is_ok() && deadline.is_some_and(|d| Instant::now() > d) {
+            return self.rollback_then(Some(gone(
+                "the index transaction took too long to commit after drawing an id; retry",
+            )));
+        }
         let committed = sent.and_then(|()| self.execute("COMMIT"));
         match (committed, self.trouble.get()) {
             (Ok(()), _) => Some(Outcome::Committed),
@@ -412,11 +444,24 @@ impl ReadOps for Conn<'_> {
     }
 }
 
+/// The ids a job drew from the sequences, kept across its attempts: a
+/// transaction tried again after a conflict uses the same numbers again
+/// (no other transaction can have them), so conflicts leave no gaps.
+#[derive(Default)]
+struct Ids {
+    drawn: HashMap<&'static str, Vec<u64>>,
+    /// When the first was drawn.
+    first: Option<Instant>,
+}
+
 /// A write transaction: reads through the overlay (which sees its own
 /// writes), writes kept in it until commit, ids from the sequences.
 struct PgWrite<'a> {
     overlay: Overlay<'a>,
     conn: &'a Conn<'a>,
+    ids: &'a mut Ids,
+    /// How many of each table's drawn ids this attempt used.
+    used: HashMap<&'static str, usize>,
 }
 
 impl ReadOps for PgWrite<'_> {
@@ -446,11 +491,20 @@ impl WriteOps for PgWrite<'_> {
     }
 
     fn next_id(&mut self, table: &'static str) -> Result<u64> {
+        let used = self.used.entry(table).or_default();
+        let drawn = self.ids.drawn.entry(table).or_default();
+        if let Some(&id) = drawn.get(*used) {
+            *used += 1;
+            return Ok(id);
+        }
         let rows = self.conn.query(&sql::next_id(table), &[])?;
         let id: i64 = rows
             .first()
             .map(|r| r.get(0))
             .ok_or_else(|| Error::Storage("nextval returned nothing".into()))?;
+        drawn.push(id as u64);
+        *used += 1;
+        self.ids.first.get_or_insert_with(Instant::now);
         Ok(id as u64)
     }
 }
