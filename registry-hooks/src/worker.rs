@@ -264,7 +264,8 @@ impl Worker {
         let body = serde_json::to_vec(&cloud_event(a, kind, &self.source)).expect("json");
         let mut failures = 0u32;
         loop {
-            let now_secs = self.registry.clock().now().timestamp();
+            // Signed with the real time: receivers compare it with theirs.
+            let now_secs = chrono::Utc::now().timestamp();
             let attempt = deliver::attempt(&self.client, e, &body, now_secs);
             let why = tokio::select! {
                 _ = held.cancelled() => return Sent::Lost,
