@@ -21,7 +21,7 @@ use testbed::{Mode, Receiver};
 
 /// Short, so the test is: ids are given up 3 x this after a later one
 /// was seen.
-const HOLD: Duration = Duration::from_secs(2);
+const HOLD: Duration = Duration::from_secs(3);
 
 fn entry(tag: &str) -> Activity {
     Activity {
@@ -122,10 +122,13 @@ async fn ids_committed_out_of_order_are_delivered_in_order_and_lost_ids_are_give
 
     // "a" draws its id first and commits last: "b" waits for it.
     let (tx, rx) = mpsc::channel();
-    let a = slow_write(&db, "a", Duration::from_millis(1500), tx);
-    rx.recv().unwrap();
+    let a = slow_write(&db, "a", Duration::from_millis(1200), tx);
+    tokio::task::spawn_blocking(move || rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let b_id = record(&db, "b").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
         delivered(&receiver),
         Vec::<String>::new(),
