@@ -59,9 +59,11 @@ pub trait WriteOps: ReadOps {
     fn put(&mut self, table: &'static str, key: &[u8], value: &[u8]) -> Result<()>;
     fn delete(&mut self, table: &'static str, key: &[u8]) -> Result<()>;
     /// A number greater than every key of `table` (a table keyed by `u64`)
-    /// and than every number this call returned before for it. Back ends
-    /// with concurrent writers hand these out without making writers
-    /// conflict (gaps are allowed).
+    /// and than every number this call returned before for it (a run of a
+    /// transaction that was rolled back and is run again may get its
+    /// numbers again). Back ends with concurrent writers hand these out
+    /// without making writers conflict (gaps are allowed; see
+    /// [`Backend::id_lag`] for the order they become visible in).
     fn next_id(&mut self, table: &'static str) -> Result<u64>;
 }
 
