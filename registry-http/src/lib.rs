@@ -6,11 +6,13 @@
 
 pub mod activity;
 pub mod admin;
+mod admin_hooks;
 mod admin_rules;
 pub mod api;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod hook_metrics;
 pub mod metrics;
 pub mod route;
 pub mod server;

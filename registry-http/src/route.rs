@@ -88,6 +88,8 @@ pub enum Admin {
     Immutable,
     /// `GET /admin/activity?repository=&action=&since=&limit=&cursor=`
     Activity,
+    /// `GET /admin/webhooks`: the endpoints and their deliveries.
+    Webhooks,
 }
 
 impl Admin {
@@ -105,6 +107,7 @@ impl Admin {
             Admin::Retention => "admin_retention",
             Admin::RetentionRun => "admin_retention_run",
             Admin::Immutable => "admin_immutable",
+            Admin::Webhooks => "admin_webhooks",
         }
     }
 
@@ -133,6 +136,7 @@ pub fn parse_admin(path: &str) -> Result<Admin, RouteError> {
         "retention" => return Ok(Admin::Retention),
         "retention/run" => return Ok(Admin::RetentionRun),
         "immutable" => return Ok(Admin::Immutable),
+        "webhooks" => return Ok(Admin::Webhooks),
         _ => {}
     }
     if let Some(id) = rest.strip_prefix("gc/runs/") {
@@ -348,6 +352,7 @@ mod tests {
             Admin::RetentionRun
         );
         assert_eq!(parse_admin("/admin/immutable/").unwrap(), Admin::Immutable);
+        assert_eq!(parse_admin("/admin/webhooks").unwrap(), Admin::Webhooks);
         assert_eq!(
             parse_admin("/admin/repositories/a/b").unwrap(),
             Admin::Repository(name("a/b"))

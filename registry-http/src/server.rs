@@ -166,11 +166,18 @@ impl App {
                 registry: registry.clone(),
                 collector,
                 retainer,
+                webhooks: None,
             },
             metrics,
             registry,
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// The app with webhook deliverers to show under `/admin/webhooks`.
+    pub fn with_webhooks(mut self, hooks: Arc<registry_hooks::Hooks>) -> App {
+        self.admin.webhooks = Some(hooks);
+        self
     }
 
     fn route(&self, path: &str, listener: Listener) -> Result<(&'static str, Handler), RouteError> {

@@ -122,6 +122,8 @@ pub struct Config {
     /// Tag retention: rules and their schedule (`[retention]`,
     /// `[[retention.rules]]`).
     pub retention: registry_gc::RetentionConfig,
+    /// Endpoints the activity is delivered to (`[[webhooks]]`).
+    pub webhooks: Vec<registry_hooks::EndpointConfig>,
 }
 
 impl Default for Config {
@@ -143,6 +145,7 @@ impl Default for Config {
             gc: registry_gc::GcConfig::default(),
             immutable: Vec::new(),
             retention: registry_gc::RetentionConfig::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -247,6 +250,7 @@ impl Config {
             config.gc.orphaned_referrers = b;
         }
         config.gc.validate()?;
+        registry_hooks::compile_all(&config.webhooks)?;
         Ok(config)
     }
 
@@ -328,6 +332,33 @@ mod tests {
                 .extract()
                 .map_err(|e| e.to_string())?;
             assert_eq!(c.addr.port(), 5000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn webhooks_load_and_bad_ones_stop_the_start() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hooks.toml",
+                "[[webhooks]]\nname = \"ci\"\nurl = \"https://ci.example/hook\"\nevents = [\"push\"]\nmax_age = \"1h\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("hooks.toml")), &Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.webhooks.len(), 1);
+            assert_eq!(c.webhooks[0].max_age, Duration::from_secs(3600));
+            assert_eq!(c.webhooks[0].repositories, "**");
+            jail.create_file(
+                "bad.toml",
+                "[[webhooks]]\nname = \"ci\"\nurl = \"https://ci.example/hook\"\nevents = [\"pull\"]\n",
+            )?;
+            let err = Config::load(Some(Path::new("bad.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("\"ci\"") && err.contains("unknown event"),
+                "{err}"
+            );
             Ok(())
         });
     }
