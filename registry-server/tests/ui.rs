@@ -44,6 +44,15 @@ actions = ["pull"]
     config.to_str().unwrap().to_owned()
 }
 
+/// Signs in through the form and waits for the repositories.
+async fn sign_in(b: &Browser, url: &str, user: &str, password: &str) {
+    b.goto(&format!("{url}/ui/login")).await;
+    b.type_into("#user", user).await;
+    b.type_into("#password", password).await;
+    b.click("form.login button").await;
+    b.find("table#repositories").await;
+}
+
 fn shots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -103,9 +112,8 @@ async fn the_ui_in_a_browser() {
     b.click("tr[data-tag='v1'] button.trash").await;
     b.dialog_text().await;
     b.accept_dialog().await;
-    b.find(".flash").await;
-    assert!(b.text(".flash").await.contains("Tag v1 deleted"));
-    assert!(!b.exists("tr[data-tag='v1']").await);
+    b.wait_text(".flash", "Tag v1 deleted").await;
+    b.wait_gone("tr[data-tag='v1']").await;
     assert_eq!(
         alice.status(Method::GET, "/v2/team/app/manifests/v1").await,
         404
@@ -116,7 +124,8 @@ async fn the_ui_in_a_browser() {
     b.click(&selector).await;
     assert!(b.dialog_text().await.contains("Delete image"));
     b.accept_dialog().await;
-    assert!(b.text(".flash").await.contains("deleted"));
+    b.wait_text(".flash", &format!("Image {} deleted", v1.digest))
+        .await;
     assert_eq!(
         alice
             .status(
@@ -183,16 +192,13 @@ async fn the_ui_in_a_browser() {
     b.type_into("#schedule input[name=schedule]", "@daily")
         .await;
     b.click("#schedule button").await;
-    assert!(b.text(".flash").await.contains("Schedule saved"));
+    b.wait_text(".flash", "Schedule saved").await;
     assert!(b.text("#schedule").await.contains("next run"));
 
     // bob may pull but not delete or collect: no controls for him.
     b.click("header .who button").await;
-    b.goto(&format!("{}/ui/login", s.url)).await;
-    b.type_into("#user", "bob").await;
-    b.type_into("#password", "bob-secret").await;
-    b.click("form.login button").await;
-    b.find("table#repositories").await;
+    b.find("header a[href='/ui/login']").await;
+    sign_in(&b, &s.url, "bob", "bob-secret").await;
     assert!(!b.exists("header nav a[href='/ui/gc']").await);
     b.goto(&format!("{}/ui/r/team/app", s.url)).await;
     b.find("tr[data-tag='v2']").await;
