@@ -597,6 +597,13 @@ impl Ui {
                 };
                 redirect(&back, Some(("msg", &what)))
             }
+            // An immutable tag (the page shows a lock, so the form was
+            // not one of ours): refused, naming the rule.
+            Err(Error::Denied(why)) => self.page(
+                v,
+                StatusCode::FORBIDDEN,
+                pages::message(&self.frame(v), "Not allowed", &why),
+            ),
             Err(e) => redirect(&back, Some(("err", &e.to_string()))),
         }
     }

@@ -40,8 +40,29 @@ fn icon_symbols() -> Markup {
                 path d="M6 1.5h4M2.5 3.5h11M4 3.5l.7 10.2c.05.75.6 1.3 1.3 1.3h4c.7 0 1.25-.55 1.3-1.3L12 3.5M6.5 6.5v5.5M9.5 6.5v5.5"
                     fill="none" stroke="currentColor" stroke-width="1.3" stroke-linecap="round" {}
             }
+            symbol #i-lock viewBox="0 0 16 16" {
+                rect x="3" y="7" width="10" height="7.5" rx="1.5" fill="none" stroke="currentColor" stroke-width="1.3" {}
+                path d="M5.25 7V5a2.75 2.75 0 0 1 5.5 0v2M8 10v2" fill="none" stroke="currentColor" stroke-width="1.3" stroke-linecap="round" {}
+            }
         }
     }
+}
+
+/// A padlock standing where a delete control would be: `why` says which
+/// rule protects it (as a tooltip, and for screen readers).
+fn lock(why: &str) -> Markup {
+    html! {
+        span.lock title=(why) aria-label=(why) role="img" {
+            svg width="16" height="16" aria-hidden="true" { use href="#i-lock" {} }
+        }
+    }
+}
+
+/// A time to the minute (what the record of pulls resolves).
+fn minute(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
 }
 
 /// A trash can.
@@ -191,9 +212,14 @@ fn tag_row(f: &Frame<'_>, p: &RepoPage<'_>, t: &TagView) -> Markup {
             td { @if let Some(p) = platforms { (p.join(", ")) } }
             td.num { (m.map(|m| bytes(m.image_bytes)).unwrap_or_default()) }
             td.muted { (time(t.updated_ms)) }
+            td.muted.pulled title="Recorded to the minute; retention rules with \"pulled within\" read it" {
+                @match t.pulled_ms { Some(ms) => (minute(ms)), None => "never" }
+            }
             td.num title="What deleting this tag frees now (when nothing else keeps its image)" { (bytes(t.freed_if_deleted)) }
             td {
-                @if p.can_delete {
+                @if let Some(rule) = &t.immutable {
+                    (lock(&format!("Immutable (rule {rule}): it cannot be moved or deleted")))
+                } @else if p.can_delete {
                     form.inline method="post" action={ "/ui/r/" (name) "/tags/" (t.tag) "/delete" }
                         data-confirm={ "Delete tag " (t.tag) " from " (name) "? The image stays if other tags or digests still reference it." } {
                         (csrf_field(f))
@@ -227,7 +253,9 @@ fn manifest_row(f: &Frame<'_>, p: &RepoPage<'_>, m: &ManifestView, referrer: boo
             td.muted { (time(m.created_ms)) }
             td.num { @match m.freed_if_deleted { Some(n) => (bytes(n)), None => span.muted { "—" } } }
             td {
-                @if p.can_delete {
+                @if let Some(rule) = &m.immutable {
+                    (lock(&format!("An immutable tag points at it (rule {rule}): it cannot be deleted")))
+                } @else if p.can_delete {
                     @match m.freed_if_deleted {
                         Some(_) => {
                             form.inline method="post" action={ "/ui/r/" (name) "/manifests/" (m.digest) "/delete" }
@@ -267,7 +295,7 @@ pub fn repository(f: &Frame<'_>, p: &RepoPage<'_>) -> Markup {
             h2 { "Tags" }
             @if v.tags.is_empty() { p.muted { "No tags." } } @else {
                 table #tags {
-                    thead { tr { th { "Tag" } th { "Digest" } th { "Media type" } th { "Platforms" } th.num { "Size" } th { "Pushed" } th.num { "Deleting frees" } th {} } }
+                    thead { tr { th { "Tag" } th { "Digest" } th { "Media type" } th { "Platforms" } th.num { "Size" } th { "Pushed" } th { "Last pulled" } th.num { "Deleting frees" } th {} } }
                     tbody { @for t in &v.tags { (tag_row(f, p, t)) } }
                 }
             }
