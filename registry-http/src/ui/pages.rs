@@ -22,7 +22,7 @@ pub fn time(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-fn short(digest: &str) -> &str {
+pub(super) fn short(digest: &str) -> &str {
     let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
     &hex[..hex.len().min(12)]
 }
@@ -58,6 +58,11 @@ fn lock(why: &str) -> Markup {
     }
 }
 
+/// `n` things: `1 tag`, `2 tags`.
+pub(super) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// A time to the minute (what the record of pulls resolves).
 fn minute(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
@@ -66,13 +71,13 @@ fn minute(ms: u64) -> String {
 }
 
 /// A trash can.
-fn trash_icon() -> Markup {
+pub(super) fn trash_icon() -> Markup {
     html! {
         svg width="16" height="16" aria-hidden="true" { use href="#i-trash" {} }
     }
 }
 
-fn csrf_field(f: &Frame<'_>) -> Markup {
+pub(super) fn csrf_field(f: &Frame<'_>) -> Markup {
     html! { input type="hidden" name="csrf" value=(f.csrf); }
 }
 
@@ -96,6 +101,8 @@ pub fn layout(f: &Frame<'_>, title: &str, active: &str, body: Markup) -> Markup 
                         @if f.admin {
                             a.active[active == "activity"] href="/ui/activity" { "Activity" }
                             a.active[active == "gc"] href="/ui/gc" { "Garbage collection" }
+                            a.active[active == "retention"] href="/ui/retention" { "Retention" }
+                            a.active[active == "immutable"] href="/ui/immutable" { "Immutable tags" }
                         }
                     }
                     div.who {
@@ -324,13 +331,14 @@ pub fn activity(
     entries: &[Activity],
     next: Option<u64>,
 ) -> Markup {
-    const ACTIONS: [&str; 6] = [
+    const ACTIONS: [&str; 7] = [
         "push",
         "tag_delete",
         "manifest_delete",
         "blob_delete",
         "repository_delete",
         "gc_run",
+        "retention_run",
     ];
     layout(
         f,
@@ -416,6 +424,31 @@ fn chart(runs: &[&RunReport]) -> Markup {
     }
 }
 
+/// A cron schedule's editor (with the shortcuts offered), and when it
+/// runs next.
+pub(super) fn schedule_form(
+    f: &Frame<'_>,
+    id: &str,
+    action: &str,
+    schedule: Option<&str>,
+    next_run: Option<&str>,
+) -> Markup {
+    html! {
+        form.toolbar id=(id) method="post" action=(action) {
+            (csrf_field(f))
+            input type="text" name="schedule" list={ (id) "-shortcuts" } value=(schedule.unwrap_or("")) placeholder="off, @daily, or 0 3 * * *";
+            datalist id={ (id) "-shortcuts" } { @for s in ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly"] { option value=(s) {} } }
+            button type="submit" { "Save" }
+            span.muted {
+                @match (schedule, next_run) {
+                    (Some(s), Some(n)) => { code { (s) } ", next run " (n) " (UTC)" }
+                    _ => { "Off: runs only when started." }
+                }
+            }
+        }
+    }
+}
+
 pub struct GcPage<'a> {
     pub reclaimable_bytes: u64,
     pub reclaimable_blobs: u64,
@@ -480,18 +513,7 @@ pub fn gc(f: &Frame<'_>, p: &GcPage<'_>) -> Markup {
                 }
             }
             h2 { "Schedule" }
-            form.toolbar #schedule method="post" action="/ui/gc/schedule" {
-                (csrf_field(f))
-                input type="text" name="schedule" list="shortcuts" value=(p.schedule.unwrap_or("")) placeholder="off, @daily, or 0 3 * * *";
-                datalist #shortcuts { @for s in ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly"] { option value=(s) {} } }
-                button type="submit" { "Save" }
-                span.muted {
-                    @match (&p.schedule, &p.next_run) {
-                        (Some(s), Some(n)) => { code { (s) } ", next run " (n) " (UTC)" }
-                        _ => { "Off: runs only when started." }
-                    }
-                }
-            }
+            (schedule_form(f, "schedule", "/ui/gc/schedule", p.schedule, p.next_run.as_deref()))
             h2 { "Stored and reclaimed bytes per run" }
             @if real.is_empty() { p.muted { "No finished runs yet." } } @else { (chart(&real)) }
             h2 { "History" }
