@@ -641,4 +641,14 @@ async fn tag_rule_editor_previews_before_saving() {
         .await;
     assert_eq!(status, 303);
     assert_eq!(alice.json("/admin/retention").await["schedule"], "@daily");
+
+    // A collection that runs retention first says so on its page.
+    let id = alice.run_gc(serde_json::json!({"retention": true})).await["id"].clone();
+    let (status, page) = ui.get(&format!("/ui/gc/runs/{id}")).await;
+    assert_eq!(status, 200);
+    let card = &page[page.find("id=\"run-retention\"").expect(&page)..];
+    assert!(
+        card.contains("3 tags") && card.contains("1 repository"),
+        "{card}"
+    );
 }

@@ -553,6 +553,13 @@ pub fn gc_run(f: &Frame<'_>, r: &RunReport) -> Markup {
                 div.card #run-freed { div.label { (verb) } div.value { (bytes(r.bytes_freed)) } div.muted { (r.blobs_deleted) " blobs" } }
                 div.card { div.label { "Manifests" } div.value { (r.manifests_deleted) } }
                 div.card { div.label { "Uploads" } div.value { (r.uploads_deleted) } }
+                @if let Some(t) = &r.retention {
+                    div.card #run-retention {
+                        div.label { a href="/ui/retention" { "Retention" } " (first phase)" }
+                        div.value { (count(t.tags_deleted as usize, "tag", "tags")) }
+                        div.muted { "in " (count(t.repositories as usize, "repository", "repositories")) ", " (bytes(t.bytes)) }
+                    }
+                }
                 div.card { div.label { "Fence" } div.value { (format!("{:.1} ms", r.fence_total_ms)) } div.muted { (r.fences) " time(s), " (format!("{:.1}", r.fence_max_ms)) " ms at most" } }
             }
             @if let Some(e) = &r.error { div.flash.error { (e) } }
