@@ -156,6 +156,7 @@ impl App {
                 Ui::new(
                     registry.clone(),
                     collector.clone(),
+                    retainer.clone(),
                     auth.clone(),
                     options.secure_cookies,
                     ui_key,
