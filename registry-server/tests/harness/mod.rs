@@ -1,6 +1,7 @@
 //! The integration harness: starts the real `registry` binary on a loopback
 //! port with its data in a temporary directory, and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of it
+pub mod engine;
 pub mod oci_layout;
 pub mod under_fire;
 pub mod webdriver;
