@@ -429,9 +429,10 @@ pub fn host(server: &Server) -> String {
 pub fn require_root(what: &str) {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "{what} must run as root (CI runs the suite as root): run `cargo test` as root"
+    assert!(
+        euid == 0,
+        "{what} must run as root (CI runs the suite as root), not as user {euid}: \
+         run `cargo test` as root"
     );
 }
 
