@@ -11,6 +11,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod metrics;
+pub mod ranges;
 pub mod route;
 pub mod server;
 pub mod store_metrics;
