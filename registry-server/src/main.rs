@@ -3,7 +3,6 @@
 //! collector and the HTTP layer together.
 
 mod check;
-mod config;
 mod gc;
 mod log_sink;
 mod serve;
@@ -16,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use registry_gc::UntaggedRule;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use registry_server::config::{self, LogFormat};
 
 #[derive(Parser)]
 #[command(
