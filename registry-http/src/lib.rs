@@ -14,6 +14,7 @@ pub mod body;
 pub mod error;
 pub mod hook_metrics;
 pub mod metrics;
+pub mod ranges;
 pub mod route;
 pub mod server;
 pub mod store_metrics;
