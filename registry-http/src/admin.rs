@@ -27,6 +27,8 @@ pub struct AdminApi {
     pub registry: Arc<Registry>,
     pub collector: Arc<Collector>,
     pub retainer: Arc<Retainer>,
+    /// The webhook deliverers, when any endpoint is configured.
+    pub webhooks: Option<Arc<registry_hooks::Hooks>>,
 }
 
 /// Largest page of the activity log.
@@ -165,6 +167,7 @@ impl AdminApi {
             (Method::GET | Method::PUT, Admin::Retention) => self.retention(req, &actor).await,
             (Method::POST, Admin::RetentionRun) => self.retention_run(req, &actor).await,
             (Method::GET | Method::PUT, Admin::Immutable) => self.immutable(req, &actor).await,
+            (Method::GET, Admin::Webhooks) => self.webhooks().await,
             (_, endpoint) => Err(ApiError::method_not_allowed(endpoint.allowed())),
         }
     }

@@ -113,15 +113,18 @@ impl AdminApi {
 }
 
 /// Rule names say which rule deleted a tag: they must tell rules apart.
-fn check_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
-    let mut seen = std::collections::HashSet::new();
-    for n in names {
-        if n.trim().is_empty() {
-            return Err(invalid("every retention rule needs a name"));
-        }
-        if !seen.insert(n) {
-            return Err(invalid(format!("two retention rules are named {n:?}")));
-        }
+fn check_names<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Result<(), ApiError> {
+    if names.clone().any(|n| n.trim().is_empty()) {
+        return Err(invalid("every retention rule needs a name"));
     }
-    Ok(())
+    duplicate_name(names).map_or(Ok(()), |e| Err(invalid(e)))
+}
+
+/// Says which name two rules share, if any.
+pub(crate) fn duplicate_name<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .filter(|n| !seen.insert(*n))
+        .map(|n| format!("two rules are named {n:?}: names must tell rules apart"))
+        .next()
 }

@@ -15,6 +15,7 @@ use crate::activity::Actor;
 use crate::auth::{Auth, Caller};
 use crate::body::{self, Body, ReqBody};
 use crate::error::ApiError;
+use crate::ranges;
 use crate::route::{Endpoint, Query};
 
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
@@ -124,28 +125,15 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Response<Body> {
         .done()
 }
 
-/// `Content-Range: <start>-<end>` of an upload chunk. A malformed value is a
-/// 416 per the spec.
-fn content_range(
-    headers: &HeaderMap,
-    offset_for_error: impl Fn() -> u64,
-) -> Result<Option<(u64, u64)>, Error> {
+/// The `Content-Range` of an upload chunk: `Ok(None)` without one, `Err`
+/// for a malformed one (a 416 per the spec).
+fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ()> {
     let Some(v) = headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let text = v.to_str().unwrap_or("");
-    // Tolerate the RFC 9110 form some clients send ("bytes 0-9/*").
-    let text = text.strip_prefix("bytes ").unwrap_or(text);
-    let text = text.split('/').next().unwrap_or("");
-    let parsed = text
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
-    match parsed {
-        Some((a, b)) if a <= b => Ok(Some((a, b))),
-        _ => Err(Error::RangeNotSatisfiable {
-            offset: offset_for_error(),
-        }),
-    }
+    ranges::content_range(v.to_str().unwrap_or(""))
+        .map(Some)
+        .ok_or(())
 }
 
 /// Whether a request carries a body worth reading.
@@ -384,17 +372,10 @@ impl Api {
             .header(header::CACHE_CONTROL, "max-age=31536000");
         let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
             None => None,
-            Some(v) => {
-                let one = std::num::NonZeroUsize::MIN;
-                let ranges = http_range_header::parse_range_header_with_max_ranges(v, one)
-                    .and_then(|r| r.validate(size))
-                    .map_err(|_| Error::BlobRangeNotSatisfiable { size })?;
-                ranges.into_iter().next()
-            }
+            Some(v) => ranges::blob_range(v, size)?,
         };
         let (reply, span) = match range {
-            Some(r) => {
-                let (start, end) = (*r.start(), *r.end());
+            Some((start, end)) => {
                 let reply = Reply {
                     res: {
                         let mut res = reply.res;
@@ -468,7 +449,7 @@ impl Api {
     }
 
     async fn patch_upload(&self, repo: &RepoName, id: &str, req: Request<ReqBody>) -> ApiResult {
-        let range = match content_range(req.headers(), || 0) {
+        let range = match chunk_range(req.headers()) {
             Ok(r) => r,
             Err(_) => {
                 let offset = self.registry.upload_offset(repo, id).await?;
@@ -496,7 +477,7 @@ impl Api {
             return Err(Error::DigestInvalid("the closing PUT needs ?digest=".into()).into());
         };
         let digest: Digest = digest.parse()?;
-        let range = match content_range(req.headers(), || 0) {
+        let range = match chunk_range(req.headers()) {
             Ok(r) => r,
             Err(_) => {
                 let offset = self.registry.upload_offset(repo, id).await?;

@@ -6,12 +6,15 @@
 
 pub mod activity;
 pub mod admin;
+mod admin_hooks;
 mod admin_rules;
 pub mod api;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod hook_metrics;
 pub mod metrics;
+pub mod ranges;
 pub mod route;
 pub mod server;
 pub mod store_metrics;

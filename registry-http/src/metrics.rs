@@ -17,6 +17,7 @@ use registry_core::observe::Observer;
 use registry_gc::collector::GcObserver;
 use registry_gc::{RunReport, RunState};
 
+use crate::hook_metrics::HookMetrics;
 use crate::store_metrics::StoreMetrics;
 
 pub struct Metrics {
@@ -44,6 +45,7 @@ pub struct Metrics {
     index_retries: IntCounter,
     store: StoreMetrics,
     filesystem: FilesystemGauges,
+    pub(crate) hooks: HookMetrics,
 }
 
 /// The filesystems the store writes to, by `store` (`blobs`, `index`),
@@ -97,6 +99,7 @@ impl Metrics {
         };
         Metrics {
             store: StoreMetrics::new(&r, latency_buckets()),
+            hooks: HookMetrics::new(&r),
             requests: counter_vec(
                 "berth_http_requests_total",
                 "HTTP requests answered, by method, route kind and status.",

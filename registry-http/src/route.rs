@@ -91,6 +91,8 @@ pub enum Admin {
     Blobs,
     /// `GET /admin/activity?repository=&action=&since=&limit=&cursor=`
     Activity,
+    /// `GET /admin/webhooks`: the endpoints and their deliveries.
+    Webhooks,
 }
 
 impl Admin {
@@ -109,6 +111,7 @@ impl Admin {
             Admin::RetentionRun => "admin_retention_run",
             Admin::Immutable => "admin_immutable",
             Admin::Blobs => "admin_blobs",
+            Admin::Webhooks => "admin_webhooks",
         }
     }
 
@@ -138,6 +141,7 @@ pub fn parse_admin(path: &str) -> Result<Admin, RouteError> {
         "retention/run" => return Ok(Admin::RetentionRun),
         "immutable" => return Ok(Admin::Immutable),
         "blobs" => return Ok(Admin::Blobs),
+        "webhooks" => return Ok(Admin::Webhooks),
         _ => {}
     }
     if let Some(id) = rest.strip_prefix("gc/runs/") {
@@ -353,6 +357,7 @@ mod tests {
             Admin::RetentionRun
         );
         assert_eq!(parse_admin("/admin/immutable/").unwrap(), Admin::Immutable);
+        assert_eq!(parse_admin("/admin/webhooks").unwrap(), Admin::Webhooks);
         assert_eq!(
             parse_admin("/admin/repositories/a/b").unwrap(),
             Admin::Repository(name("a/b"))

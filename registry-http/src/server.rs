@@ -156,6 +156,7 @@ impl App {
                 Ui::new(
                     registry.clone(),
                     collector.clone(),
+                    retainer.clone(),
                     auth.clone(),
                     options.secure_cookies,
                     ui_key,
@@ -166,11 +167,18 @@ impl App {
                 registry: registry.clone(),
                 collector,
                 retainer,
+                webhooks: None,
             },
             metrics,
             registry,
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// The app with webhook deliverers to show under `/admin/webhooks`.
+    pub fn with_webhooks(mut self, hooks: Arc<registry_hooks::Hooks>) -> App {
+        self.admin.webhooks = Some(hooks);
+        self
     }
 
     fn route(&self, path: &str, listener: Listener) -> Result<(&'static str, Handler), RouteError> {

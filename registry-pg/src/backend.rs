@@ -1,10 +1,10 @@
 //! The back end: a connection pool, snapshots, and transaction jobs.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
@@ -34,6 +34,11 @@ pub struct PgOptions {
     pub attempts: u32,
     /// Rows each running total is spread over.
     pub shards: u8,
+    /// Longest a transaction may take from drawing its first id
+    /// (`next_id`) to sending COMMIT; one that would take longer is rolled
+    /// back and answered `Unavailable`. Readers of the activity log wait
+    /// [`PgBackend::id_lag`] for a missing id before skipping it.
+    pub max_id_hold: Duration,
 }
 
 impl Default for PgOptions {
@@ -44,6 +49,7 @@ impl Default for PgOptions {
             wait_timeout: Duration::from_secs(10),
             attempts: 20,
             shards: 16,
+            max_id_hold: Duration::from_secs(20),
         }
     }
 }
@@ -179,7 +185,7 @@ impl PgBackend {
 
     /// One try of a job: `None` when it met a serialization conflict.
     /// With `lock_reads`, every row the job reads is locked until it ends.
-    fn try_once(&self, job: &mut Job, lock_reads: bool) -> Option<Outcome> {
+    fn try_once(&self, job: &mut Job, ids: &mut Ids, lock_reads: bool) -> Option<Outcome> {
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Some(gone(e.to_string())),
@@ -196,10 +202,17 @@ impl PgBackend {
         let mut w = PgWrite {
             overlay: Overlay::new(&conn),
             conn: &conn,
+            ids,
+            used: HashMap::new(),
         };
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let end = (job.run)(&mut w, ctx);
         let changes = collect_changes(&w.overlay);
+        // An attempt that uses drawn ids must send COMMIT in time.
+        let deadline = match w.used.is_empty() {
+            true => None,
+            false => w.ids.first.map(|t| t + self.options.max_id_hold),
+        };
         drop(w);
         match (conn.trouble.get(), end) {
             (Trouble::Conflict, _) => conn.rollback_then(None),
@@ -209,7 +222,7 @@ impl PgBackend {
             (_, JobEnd::Poisoned) => conn.rollback_then(Some(Outcome::Excluded)),
             (_, JobEnd::Fatal(why)) => conn.rollback_then(Some(Outcome::Failed(why))),
             (_, JobEnd::Done | JobEnd::Refused) => {
-                let outcome = conn.commit(&changes);
+                let outcome = conn.commit(&changes, deadline);
                 if let Some(Outcome::Committed) = outcome {
                     // One request per transaction: no group commits here.
                     self.observer.index_commit(started.elapsed(), 1);
@@ -275,6 +288,9 @@ async fn migrate(pool: &Pool, tables: &[&'static str]) -> Result<()> {
             tx.commit().await.map_err(db)?;
             tracing::info!(version, "index database schema migrated");
         }
+        for statement in sql::create_tables(tables) {
+            client.batch_execute(&statement).await.map_err(db)?;
+        }
         Ok(())
     }
     .await;
@@ -305,13 +321,15 @@ impl Backend for PgBackend {
         };
         self.handle.spawn_blocking(move || {
             let mut pause = Duration::from_millis(2);
+            let mut ids = Ids::default();
             for attempt in 1..=this.backend.options.attempts {
                 // A long transaction (a collection's batch) that keeps losing
                 // to a stream of short ones on hot rows (a repository's
                 // counters) locks what it reads from then on: the short ones
                 // wait for it and are the ones run again.
                 let lock_reads = attempt > OPTIMISTIC_ATTEMPTS;
-                if let Some(outcome) = this.backend.try_once(&mut job, lock_reads) {
+                let tried = this.backend.try_once(&mut job, &mut ids, lock_reads);
+                if let Some(outcome) = tried {
                     (job.finish)(outcome);
                     return;
                 }
@@ -337,6 +355,15 @@ impl Backend for PgBackend {
 
     fn close(&self) {
         self.pool.close();
+    }
+
+    /// Ids come from sequences, so a transaction that drew id 10 may
+    /// commit after one that drew 11. A transaction sends COMMIT within
+    /// `max_id_hold` of drawing its first id or is rolled back, and a
+    /// COMMIT of rows already sent is a WAL flush: three times the hold
+    /// leaves the flush twice the hold (40 s by default) of margin.
+    fn id_lag(&self) -> Duration {
+        self.options.max_id_hold * 3
     }
 }
 
@@ -413,8 +440,9 @@ impl<'c> Conn<'c> {
         outcome
     }
 
-    /// Sends the changes and commits; `None` on a serialization conflict.
-    fn commit(&self, changes: &Changes) -> Option<Outcome> {
+    /// Sends the changes and commits, unless `deadline` has passed by then;
+    /// `None` on a serialization conflict.
+    fn commit(&self, changes: &Changes, deadline: Option<Instant>) -> Option<Outcome> {
         let sent = changes
             .iter()
             .try_for_each(|(table, (keys, values, gone))| {
@@ -426,6 +454,11 @@ impl<'c> Conn<'c> {
                 }
                 Ok::<(), Error>(())
             });
+        if sent.is_ok() && deadline.is_some_and(|d| Instant::now() > d) {
+            return self.rollback_then(Some(gone(
+                "the index transaction took too long to commit after drawing an id; retry",
+            )));
+        }
         let committed = sent.and_then(|()| self.execute("COMMIT"));
         match (committed, self.trouble.get()) {
             (Ok(()), _) => Some(Outcome::Committed),
@@ -479,11 +512,24 @@ impl ReadOps for Conn<'_> {
     }
 }
 
+/// The ids a job drew from the sequences, kept across its attempts: a
+/// transaction tried again after a conflict uses the same numbers again
+/// (no other transaction can have them), so conflicts leave no gaps.
+#[derive(Default)]
+struct Ids {
+    drawn: HashMap<&'static str, Vec<u64>>,
+    /// When the first was drawn.
+    first: Option<Instant>,
+}
+
 /// A write transaction: reads through the overlay (which sees its own
 /// writes), writes kept in it until commit, ids from the sequences.
 struct PgWrite<'a> {
     overlay: Overlay<'a>,
     conn: &'a Conn<'a>,
+    ids: &'a mut Ids,
+    /// How many of each table's drawn ids this attempt used.
+    used: HashMap<&'static str, usize>,
 }
 
 impl ReadOps for PgWrite<'_> {
@@ -513,11 +559,20 @@ impl WriteOps for PgWrite<'_> {
     }
 
     fn next_id(&mut self, table: &'static str) -> Result<u64> {
+        let used = self.used.entry(table).or_default();
+        let drawn = self.ids.drawn.entry(table).or_default();
+        if let Some(&id) = drawn.get(*used) {
+            *used += 1;
+            return Ok(id);
+        }
         let rows = self.conn.query(&sql::next_id(table), &[])?;
         let id: i64 = rows
             .first()
             .map(|r| r.get(0))
             .ok_or_else(|| Error::Storage("nextval returned nothing".into()))?;
+        drawn.push(id as u64);
+        *used += 1;
+        self.ids.first.get_or_insert_with(Instant::now);
         Ok(id as u64)
     }
 }

@@ -16,6 +16,11 @@
 //!   snapshot for all the reads of an operation.
 //! - Counters are sharded: each transaction updates one of `shards` rows of
 //!   a running total, so pushes do not all update one row.
+//! - Ids (`next_id`) come from sequences, so they may commit out of order:
+//!   a transaction retried after a conflict reuses the ids it drew, and one
+//!   that would send COMMIT more than `max_id_hold` after drawing its first
+//!   is rolled back; readers of the activity log wait `id_lag` (three times
+//!   the hold) for a missing id before they give it up.
 
 mod backend;
 pub mod sql;

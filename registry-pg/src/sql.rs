@@ -29,20 +29,26 @@ pub fn sequence(name: &str) -> String {
 /// The statements of one migration.
 pub fn migration(version: i32, tables: &[&str]) -> Vec<String> {
     match version {
-        1 => tables
-            .iter()
-            .flat_map(|t| {
-                [
-                    format!(
-                        "CREATE TABLE IF NOT EXISTS {} (k bytea PRIMARY KEY, v bytea NOT NULL)",
-                        table(t)
-                    ),
-                    format!("CREATE SEQUENCE IF NOT EXISTS {}", sequence(t)),
-                ]
-            })
-            .collect(),
+        1 => create_tables(tables),
         _ => Vec::new(),
     }
+}
+
+/// Creates each of `tables` (and its sequence) that does not exist yet:
+/// run at every start too, so a table the model adds needs no migration.
+pub fn create_tables(tables: &[&str]) -> Vec<String> {
+    tables
+        .iter()
+        .flat_map(|t| {
+            [
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {} (k bytea PRIMARY KEY, v bytea NOT NULL)",
+                    table(t)
+                ),
+                format!("CREATE SEQUENCE IF NOT EXISTS {}", sequence(t)),
+            ]
+        })
+        .collect()
 }
 
 pub const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS berth_schema (\

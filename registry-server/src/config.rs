@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Data, Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +127,8 @@ pub struct Config {
     /// Tag retention: rules and their schedule (`[retention]`,
     /// `[[retention.rules]]`).
     pub retention: registry_gc::RetentionConfig,
+    /// Endpoints the activity is delivered to (`[[webhooks]]`).
+    pub webhooks: Vec<registry_hooks::EndpointConfig>,
 }
 
 impl Default for Config {
@@ -148,6 +150,7 @@ impl Default for Config {
             gc: registry_gc::GcConfig::default(),
             immutable: Vec::new(),
             retention: registry_gc::RetentionConfig::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -178,21 +181,49 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// The built-in defaults with `toml` (a file's or a string's) over them.
+    fn defaults_and(toml: Option<Data<Toml>>) -> Figment {
+        let figment = Figment::from(Serialized::defaults(Config::default()));
+        match toml {
+            Some(toml) => figment.merge(toml),
+            None => figment,
+        }
+    }
+
+    /// The configuration a TOML document gives over the defaults, checked
+    /// as [`Config::load`] checks it, without the environment or flags.
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let config: Config = Config::defaults_and(Some(Toml::string(text))).extract()?;
+        config.check()?;
+        Ok(config)
+    }
+
     /// Loads the layered configuration. `file` is the TOML file to read, if
     /// any (a missing file named explicitly is an error).
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            anyhow::ensure!(
-                file.exists(),
-                "config file {} does not exist",
-                file.display()
-            );
-            figment = figment.merge(Toml::file(file));
-        }
+        let toml = match file {
+            Some(file) => {
+                anyhow::ensure!(
+                    file.exists(),
+                    "config file {} does not exist",
+                    file.display()
+                );
+                Some(Toml::file(file))
+            }
+            None => None,
+        };
         // REGISTRY_CONFIG names the file itself; it is not a setting.
-        figment = figment.merge(Env::prefixed("REGISTRY_").split("__").ignore(&["config"]));
+        let figment = Config::defaults_and(toml)
+            .merge(Env::prefixed("REGISTRY_").split("__").ignore(&["config"]));
         let mut config: Config = figment.extract()?;
+        config.apply(overrides)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Applies the command-line flags over the file and the environment.
+    fn apply(&mut self, overrides: &Overrides) -> anyhow::Result<()> {
+        let config = self;
         if let Some(addr) = overrides.addr {
             config.addr = addr;
         }
@@ -251,14 +282,20 @@ impl Config {
         if let Some(b) = overrides.gc_orphaned_referrers {
             config.gc.orphaned_referrers = b;
         }
-        config.gc.validate()?;
+        Ok(())
+    }
+
+    /// The checks every loaded configuration passes before it is used.
+    fn check(&self) -> anyhow::Result<()> {
+        self.gc.validate()?;
+        registry_hooks::compile_all(&self.webhooks)?;
         let ceiling = registry_core::registry::blobs::INLINE_CEILING;
         anyhow::ensure!(
-            config.limits.inline_blob_bytes <= ceiling,
+            self.limits.inline_blob_bytes <= ceiling,
             "limits.inline_blob_bytes is {}: at most {ceiling} bytes are kept in the index",
-            config.limits.inline_blob_bytes
+            self.limits.inline_blob_bytes
         );
-        Ok(config)
+        Ok(())
     }
 
     pub fn index_path(&self) -> PathBuf {
@@ -334,13 +371,54 @@ mod tests {
                 .map(|l| l.strip_prefix("    ").unwrap_or(l))
                 .collect::<Vec<_>>()
                 .join("\n");
-            let c: Config = Figment::from(Serialized::defaults(Config::default()))
-                .merge(Toml::string(&toml_part))
-                .extract()
-                .map_err(|e| e.to_string())?;
+            let c = Config::from_toml(&toml_part).map_err(|e| e.to_string())?;
             assert_eq!(c.addr.port(), 5000);
             Ok(())
         });
+    }
+
+    #[test]
+    fn webhooks_load_and_bad_ones_stop_the_start() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hooks.toml",
+                "[[webhooks]]\nname = \"ci\"\nurl = \"https://ci.example/hook\"\nevents = [\"push\"]\nmax_age = \"1h\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("hooks.toml")), &Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.webhooks.len(), 1);
+            assert_eq!(c.webhooks[0].max_age, Duration::from_secs(3600));
+            assert_eq!(c.webhooks[0].repositories, "**");
+            jail.create_file(
+                "bad.toml",
+                "[[webhooks]]\nname = \"ci\"\nurl = \"https://ci.example/hook\"\nevents = [\"pull\"]\n",
+            )?;
+            let err = Config::load(Some(Path::new("bad.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("\"ci\"") && err.contains("unknown event"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn from_toml_checks_like_load() {
+        let c = Config::from_toml("ui = false\n[gc]\nbatch_size = 7\n").unwrap();
+        assert!(!c.ui);
+        assert_eq!(c.gc.batch_size, 7);
+        assert_eq!(c.addr, "127.0.0.1:5000".parse().unwrap(), "defaults kept");
+        for bad in [
+            "ui = \"yes\"",
+            "nonsense = 1",
+            "[gc]\nschedule = \"@sometimes\"",
+            "[gc]\nbatch_size = 0",
+            "addr = ",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! and wires the core, the collector and the HTTP layer together.
 
 mod check;
-mod config;
 mod gc;
 mod log_sink;
 mod migrate;
@@ -22,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
 use registry_gc::UntaggedRule;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use registry_server::config::{self, LogFormat};
 
 #[derive(Parser)]
 #[command(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use registry_core::Clock;
 use registry_gc::{Collector, Retainer};
+use registry_hooks::Hooks;
 use registry_http::activity::GcEvents;
 use registry_http::auth::Auth;
 use registry_http::metrics::Metrics;
@@ -120,6 +121,19 @@ async fn start_collector(
     Ok(collector)
 }
 
+/// The webhook deliverers of the configured endpoints, started.
+async fn start_webhooks(
+    store: &Store,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<Hooks>> {
+    let endpoints = registry_hooks::compile_all(&config.webhooks)?;
+    let hooks = Hooks::start(store.registry.clone(), endpoints, metrics.clone())
+        .await
+        .context("starting the webhooks")?;
+    Ok(hooks)
+}
+
 /// The retention runner, with its schedule running.
 async fn start_retainer(store: &Store, config: &Config) -> anyhow::Result<Arc<Retainer>> {
     let configured = config.retention.schedule.clone();
@@ -148,6 +162,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     store.recover().await?;
     let collector = start_collector(&store, &config, &metrics, &overrides.gc_schedule).await?;
     let retainer = start_retainer(&store, &config).await?;
+    let hooks = start_webhooks(&store, &config, &metrics).await?;
     // A cluster's nodes sign tokens and UI sessions with keys they share.
     let (token_key, ui_key) = match store.shared {
         true => (
@@ -182,15 +197,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         blob_redirect: config.storage.blob_redirect,
         ui_key,
     };
-    let app = Arc::new(App::new(
+    let app = App::new(
         store.registry.clone(),
         collector,
         retainer,
         metrics,
         auth,
         options,
-    ));
+    );
+    let app = Arc::new(app.with_webhooks(hooks.clone()));
     run(app, listeners, tls, &config).await?;
+    hooks.stop().await;
     if let Err(e) = store.registry.flush_pulls().await {
         tracing::warn!(error = %e, "could not record the last pulls");
     }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use harness::oci_layout::{self, Layer, OciLayout};
-use harness::{Blobs, OCI_INDEX, OCI_MANIFEST, Server};
+use harness::{Blobs, Fetched, OCI_INDEX, OCI_MANIFEST, Server};
 use serde_json::{Value, json};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/oras_client.py");
@@ -104,42 +104,12 @@ async fn oras_fails(server: &Server, command: &str, target: &str, extra: &[&str]
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A manifest fetched over HTTP: status, content-type, digest header, body.
-struct Fetched {
-    status: u16,
-    content_type: String,
-    digest: String,
-    body: Vec<u8>,
-}
-
-impl Fetched {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("manifest JSON")
-    }
-}
-
 async fn get_manifest(server: &Server, repo: &str, reference: &str) -> Fetched {
-    let res = server
+    let accept = format!("{OCI_MANIFEST}, {OCI_INDEX}");
+    server
         .client()
-        .get(&format!("/v2/{repo}/manifests/{reference}"))
-        .header("accept", format!("{OCI_MANIFEST}, {OCI_INDEX}"))
-        .send()
+        .fetch_manifest(repo, reference, &accept)
         .await
-        .unwrap();
-    let header = |name: &str| {
-        res.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-    let (content_type, digest) = (header("content-type"), header("docker-content-digest"));
-    let status = res.status().as_u16();
-    Fetched {
-        status,
-        content_type,
-        digest,
-        body: res.bytes().await.unwrap().to_vec(),
-    }
 }
 
 async fn blob_bytes(server: &Server, repo: &str, digest: &str) -> Vec<u8> {

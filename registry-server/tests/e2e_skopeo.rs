@@ -55,22 +55,11 @@ async fn get_manifest(
     repo: &str,
     reference: &str,
 ) -> (u16, String, String, Vec<u8>) {
-    let res = server
+    let m = server
         .client()
-        .get(&format!("/v2/{repo}/manifests/{reference}"))
-        .header("accept", ACCEPT_ALL)
-        .send()
-        .await
-        .unwrap();
-    let header = |name: &str| {
-        res.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-    let (ct, dcd) = (header("content-type"), header("docker-content-digest"));
-    let status = res.status().as_u16();
-    (status, ct, dcd, res.bytes().await.unwrap().to_vec())
+        .fetch_manifest(repo, reference, ACCEPT_ALL)
+        .await;
+    (m.status, m.content_type, m.digest, m.body)
 }
 
 async fn assert_manifest_gone(server: &Server, repo: &str, reference: &str) {

@@ -7,6 +7,8 @@
 //!   database.
 //! - [`Nginx`]: nginx as a round-robin HTTP load balancer in front of
 //!   servers the test started.
+//! - [`Receiver`]: a webhook receiver that records what it is sent, and can
+//!   be up, failing, slow or not listening.
 //!
 //! Every starter blocks until its server answers, and panics with a loud
 //! message naming the package to install when the server's binary is
@@ -36,8 +38,10 @@ mod nginx;
 mod ports;
 mod postgres;
 mod process;
+mod receiver;
 
 pub use garage::{Garage, MultipartUpload};
 pub use nginx::Nginx;
 pub use ports::{free_addr, free_port};
 pub use postgres::Postgres;
+pub use receiver::{Mode, Received, Receiver};

@@ -22,9 +22,10 @@ pub mod redb;
 use std::marker::PhantomData;
 use std::ops::Bound;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 pub use codec::{Key, Value, prefix};
 
@@ -58,9 +59,11 @@ pub trait WriteOps: ReadOps {
     fn put(&mut self, table: &'static str, key: &[u8], value: &[u8]) -> Result<()>;
     fn delete(&mut self, table: &'static str, key: &[u8]) -> Result<()>;
     /// A number greater than every key of `table` (a table keyed by `u64`)
-    /// and than every number this call returned before for it. Back ends
-    /// with concurrent writers hand these out without making writers
-    /// conflict (gaps are allowed).
+    /// and than every number this call returned before for it (a run of a
+    /// transaction that was rolled back and is run again may get its
+    /// numbers again). Back ends with concurrent writers hand these out
+    /// without making writers conflict (gaps are allowed; see
+    /// [`Backend::id_lag`] for the order they become visible in).
     fn next_id(&mut self, table: &'static str) -> Result<u64>;
 }
 
@@ -184,6 +187,14 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Commits what is queued and stops taking writes.
     fn close(&self);
+    /// How long after [`WriteOps::next_id`] handed a number out the row
+    /// keyed by it may still become visible: zero where numbers are handed
+    /// out in commit order (one writer), else a bound the back end keeps
+    /// (a reader that meets a missing number waits this long before it
+    /// takes it for one that will never be used).
+    fn id_lag(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// A table: its name and the types of its keys and values.
@@ -400,6 +411,8 @@ pub struct Tx<'a> {
     /// Blobs whose reference count dropped to zero in this transaction, in
     /// order (collections and previews report them).
     pub freed: Vec<String>,
+    /// Whether the transaction appended to the activity log.
+    logged: bool,
 }
 
 impl<'a> Tx<'a> {
@@ -410,7 +423,14 @@ impl<'a> Tx<'a> {
             shard: ctx.shard,
             writes: 0,
             freed: Vec::new(),
+            logged: false,
         }
+    }
+
+    /// Notes that this transaction appends to the activity log: once it
+    /// commits, [`Db::activity`] watchers are told.
+    pub fn note_activity(&mut self) {
+        self.logged = true;
     }
 
     pub fn shard(&self) -> u8 {
@@ -483,11 +503,28 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 pub struct Db {
     backend: Arc<dyn Backend>,
     clock: Clock,
+    /// Counts this process's commits that appended to the activity log.
+    activity: Arc<watch::Sender<u64>>,
 }
 
 impl Db {
     pub fn new(backend: Arc<dyn Backend>, clock: Clock) -> Db {
-        Db { backend, clock }
+        Db {
+            backend,
+            clock,
+            activity: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Changes each time a transaction of this process that appended to
+    /// the activity log has committed (other nodes' are not seen here).
+    pub fn activity(&self) -> watch::Receiver<u64> {
+        self.activity.subscribe()
+    }
+
+    /// See [`Backend::id_lag`].
+    pub fn id_lag(&self) -> std::time::Duration {
+        self.backend.id_lag()
     }
 
     pub fn clock(&self) -> &Clock {
@@ -532,9 +569,12 @@ impl Db {
         let slot: Arc<Mutex<Option<Result<R>>>> = Arc::new(Mutex::new(None));
         let (tx, rx) = oneshot::channel::<Result<R>>();
         let run_slot = slot.clone();
+        let logged = Arc::new(AtomicBool::new(false));
+        let run_logged = logged.clone();
         let run: JobFn = Box::new(move |ops, ctx| {
             let mut t = Tx::new(ops, ctx);
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut t)));
+            run_logged.store(t.logged, Ordering::SeqCst);
             let end = job_end(&result, t.wrote());
             let answer = match result {
                 Ok(r) => r,
@@ -546,7 +586,11 @@ impl Db {
             *run_slot.lock().expect("job slot") = Some(answer);
             end
         });
+        let activity = self.activity.clone();
         let finish: Finish = Box::new(move |outcome| {
+            if outcome == Outcome::Committed && logged.load(Ordering::SeqCst) {
+                activity.send_modify(|n| *n = n.wrapping_add(1));
+            }
             let answer = slot.lock().expect("job slot").take();
             let answer = match (outcome, answer) {
                 (Outcome::Failed(why), _) => Err(why.error()),

@@ -12,7 +12,8 @@ const TRIM_EVERY: u64 = 64;
 
 /// Appends an entry (numbered and timed here); returns its id. Entries
 /// more than `retain` older than the newest are trimmed now and then, and
-/// never listed.
+/// never listed; but none a webhook endpoint still served has not had yet
+/// (see [`super::hooks`]).
 pub fn record_activity(tx: &mut Tx<'_>, mut entry: Activity, retain: u64) -> Result<u64> {
     let id = tx.next_id(ACTIVITY)?;
     entry.id = id;
@@ -21,8 +22,10 @@ pub fn record_activity(tx: &mut Tx<'_>, mut entry: Activity, retain: u64) -> Res
     }
     let json = serde_json::to_vec(&entry).expect("activity serializes");
     tx.put(ACTIVITY, id, &json)?;
+    tx.note_activity();
     if id % TRIM_EVERY == 0 {
-        let keep_from = id.saturating_sub(retain.max(1)) + 1;
+        let pinned = super::hooks::pin(tx)?.map_or(u64::MAX, |p| p + 1);
+        let keep_from = (id.saturating_sub(retain.max(1)) + 1).min(pinned);
         let old: Vec<u64> = tx
             .scan_after(ACTIVITY, None)
             .keys()
@@ -51,8 +54,7 @@ pub fn activity(r: &impl Reads, q: &ActivityQuery, retain: u64) -> Result<Vec<Ac
         if out.len() >= q.limit || id <= oldest_kept {
             break;
         }
-        let a: Activity = serde_json::from_slice(&json)
-            .map_err(|e| Error::Storage(format!("corrupt activity entry: {e}")))?;
+        let a = decode_activity(&json)?;
         if q.since_ms.is_some_and(|s| a.time_ms < s) {
             break; // older entries only from here on
         }
@@ -66,6 +68,11 @@ pub fn activity(r: &impl Reads, q: &ActivityQuery, retain: u64) -> Result<Vec<Ac
         }
     }
     Ok(out)
+}
+
+/// An entry as stored.
+pub fn decode_activity(json: &[u8]) -> Result<Activity> {
+    serde_json::from_slice(json).map_err(|e| Error::Storage(format!("corrupt activity entry: {e}")))
 }
 
 /// A new id for a collector run.

@@ -16,7 +16,8 @@
 //! - [`recount`]: recomputing every derived record (integrity check);
 //! - [`views`]: what listings and the web UI read;
 //! - [`shared`]: what the nodes of a cluster share (confirmations, sweeps,
-//!   empty upload sessions, leases).
+//!   empty upload sessions, leases);
+//! - [`hooks`]: webhook delivery cursors over the activity log.
 //!
 //! **Architecture Invariant:** reference counts change only in [`refs`],
 //! called from the transaction that stores or deletes the referencing
@@ -30,6 +31,7 @@
 pub mod cascade;
 pub mod counters;
 pub mod dangling;
+pub mod hooks;
 pub mod log;
 pub mod manifests;
 pub mod recount;
@@ -99,6 +101,8 @@ pub const LEASES: Table<String, shared::LeaseRow> = Table::new("leases");
 /// (repository, manifest digest) -> unix ms it was last pulled (coarse:
 /// pulls are counted in memory and written about once a minute)
 pub const PULLS: Table<(String, String), u64> = Table::new("pulls");
+/// webhook endpoint name -> its delivery cursor (JSON, see [`hooks`])
+pub const HOOK_CURSORS: Table<String, Vec<u8>> = Table::new("hook_cursors");
 
 /// Every table of the schema (back ends create them up front).
 pub const TABLES: &[&str] = &[
@@ -125,6 +129,7 @@ pub const TABLES: &[&str] = &[
     LEASES.name,
     PULLS.name,
     BLOB_DATA.name,
+    HOOK_CURSORS.name,
 ];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

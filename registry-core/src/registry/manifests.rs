@@ -46,7 +46,7 @@ impl Registry {
             repo,
             tag.clone(),
             Some(&parsed.digest),
-            serde_json::Value::Null,
+            serde_json::json!({ "media_type": parsed.media_type, "size": size }),
         );
         let stored = StoredManifest {
             digest: parsed.digest.clone(),

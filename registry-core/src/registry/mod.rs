@@ -9,12 +9,14 @@
 //! - [`manifests`]: manifest pushes, pulls, deletes, listings;
 //! - [`admin`]: what administrators and the web UI see and do;
 //! - [`gc`]: the steps of a collection: candidates, sweeps, reconciliation;
+//! - `hooks`: what webhook delivery reads and writes;
 //! - [`recover`]: start-up repair of what a crash leaves behind;
 //! - [`space`]: free space, and whether a push may go ahead.
 
 mod admin;
 pub mod blobs;
 pub mod gc;
+mod hooks;
 mod manifests;
 pub mod policies;
 mod recover;

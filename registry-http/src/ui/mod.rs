@@ -6,6 +6,9 @@
 //! CSRF token bound to the signed session.
 
 mod pages;
+mod rules;
+mod rules_form;
+mod rules_pages;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +23,7 @@ use maud::Markup;
 use registry_core::index::ActivityQuery;
 use registry_core::manifest::Kind;
 use registry_core::{Error, Reference, Registry, RepoName};
-use registry_gc::{Collector, RunRequest};
+use registry_gc::{Collector, Retainer, RunRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -46,6 +49,7 @@ struct Session {
 pub struct Ui {
     pub registry: Arc<Registry>,
     pub collector: Arc<Collector>,
+    pub retainer: Arc<Retainer>,
     pub auth: Arc<Auth>,
     key: Vec<u8>,
     secure: bool,
@@ -87,6 +91,7 @@ impl Ui {
     pub fn new(
         registry: Arc<Registry>,
         collector: Arc<Collector>,
+        retainer: Arc<Retainer>,
         auth: Arc<Auth>,
         secure: bool,
         key: Option<Vec<u8>>,
@@ -102,6 +107,7 @@ impl Ui {
         Ui {
             registry,
             collector,
+            retainer,
             auth,
             key,
             secure,
@@ -304,7 +310,7 @@ impl Ui {
         )
     }
 
-    fn error_page(&self, v: &Viewer, e: Error) -> Response<Body> {
+    fn error_page(&self, v: &Viewer, e: impl Into<crate::error::ApiError>) -> Response<Body> {
         let api: crate::error::ApiError = e.into();
         let status = if api.status.is_server_error() {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -369,6 +375,15 @@ impl Ui {
                 return self.forbidden(v, "Garbage collection is for administrators");
             }
             return self.gc_page(v).await;
+        }
+        if path == "/ui/retention" || path == "/ui/immutable" {
+            if !admin {
+                return self.forbidden(v, "Tag rules are for administrators");
+            }
+            return match path {
+                "/ui/retention" => self.retention_get(v).await,
+                _ => self.immutable_get(v).await,
+            };
         }
         if let Some(id) = path.strip_prefix("/ui/gc/runs/") {
             if !admin {
@@ -560,13 +575,21 @@ impl Ui {
                 if !self.auth.is_admin(&v.caller) {
                     return self.forbidden(v, "Garbage collection is for administrators");
                 }
-                let s = form
-                    .get("schedule")
-                    .map(|s| s.trim())
-                    .filter(|s| !s.is_empty() && *s != "off");
-                match self.collector.set_schedule(s).await {
-                    Ok(()) => redirect("/ui/gc", Some(("msg", "Schedule saved."))),
-                    Err(e) => redirect("/ui/gc", Some(("err", &e.to_string()))),
+                let saved = self.collector.set_schedule(schedule_field(form)).await;
+                schedule_saved("/ui/gc", saved)
+            }
+            "/ui/retention/rules"
+            | "/ui/retention/run"
+            | "/ui/retention/schedule"
+            | "/ui/immutable" => {
+                if !self.auth.is_admin(&v.caller) {
+                    return self.forbidden(v, "Tag rules are for administrators");
+                }
+                match path {
+                    "/ui/retention/rules" => self.retention_rules_post(v, form).await,
+                    "/ui/retention/run" => self.retention_run_post(v).await,
+                    "/ui/retention/schedule" => self.retention_schedule_post(form).await,
+                    _ => self.immutable_post(v, form).await,
                 }
             }
             _ => match path.strip_prefix("/ui/r/").and_then(parse_delete) {
@@ -597,6 +620,13 @@ impl Ui {
                 };
                 redirect(&back, Some(("msg", &what)))
             }
+            // An immutable tag (the page shows a lock, so the form was
+            // not one of ours): refused, naming the rule.
+            Err(Error::Denied(why)) => self.page(
+                v,
+                StatusCode::FORBIDDEN,
+                pages::message(&self.frame(v), "Not allowed", &why),
+            ),
             Err(e) => redirect(&back, Some(("err", &e.to_string()))),
         }
     }
@@ -613,6 +643,21 @@ fn parse_delete(rest: &str) -> Option<(RepoName, Reference)> {
         }
     };
     Some((name.parse().ok()?, reference))
+}
+
+/// A schedule form's expression; blank or `off` turns the schedule off.
+fn schedule_field(form: &HashMap<String, String>) -> Option<&str> {
+    form.get("schedule")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty() && *s != "off")
+}
+
+/// Back to the schedule's page, saying whether it was saved.
+fn schedule_saved(back: &str, saved: Result<(), registry_gc::GcError>) -> Response<Body> {
+    match saved {
+        Ok(()) => redirect(back, Some(("msg", "Schedule saved."))),
+        Err(e) => redirect(back, Some(("err", &e.to_string()))),
+    }
 }
 
 fn basic_credentials(req: &Request<ReqBody>) -> Option<(String, String)> {

@@ -22,7 +22,7 @@ pub fn time(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-fn short(digest: &str) -> &str {
+pub(super) fn short(digest: &str) -> &str {
     let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
     &hex[..hex.len().min(12)]
 }
@@ -40,18 +40,44 @@ fn icon_symbols() -> Markup {
                 path d="M6 1.5h4M2.5 3.5h11M4 3.5l.7 10.2c.05.75.6 1.3 1.3 1.3h4c.7 0 1.25-.55 1.3-1.3L12 3.5M6.5 6.5v5.5M9.5 6.5v5.5"
                     fill="none" stroke="currentColor" stroke-width="1.3" stroke-linecap="round" {}
             }
+            symbol #i-lock viewBox="0 0 16 16" {
+                rect x="3" y="7" width="10" height="7.5" rx="1.5" fill="none" stroke="currentColor" stroke-width="1.3" {}
+                path d="M5.25 7V5a2.75 2.75 0 0 1 5.5 0v2M8 10v2" fill="none" stroke="currentColor" stroke-width="1.3" stroke-linecap="round" {}
+            }
         }
     }
 }
 
+/// A padlock standing where a delete control would be: `why` says which
+/// rule protects it (as a tooltip, and for screen readers).
+fn lock(why: &str) -> Markup {
+    html! {
+        span.lock title=(why) aria-label=(why) role="img" {
+            svg width="16" height="16" aria-hidden="true" { use href="#i-lock" {} }
+        }
+    }
+}
+
+/// `n` things: `1 tag`, `2 tags`.
+pub(super) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A time to the minute (what the record of pulls resolves).
+fn minute(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
 /// A trash can.
-fn trash_icon() -> Markup {
+pub(super) fn trash_icon() -> Markup {
     html! {
         svg width="16" height="16" aria-hidden="true" { use href="#i-trash" {} }
     }
 }
 
-fn csrf_field(f: &Frame<'_>) -> Markup {
+pub(super) fn csrf_field(f: &Frame<'_>) -> Markup {
     html! { input type="hidden" name="csrf" value=(f.csrf); }
 }
 
@@ -75,6 +101,8 @@ pub fn layout(f: &Frame<'_>, title: &str, active: &str, body: Markup) -> Markup 
                         @if f.admin {
                             a.active[active == "activity"] href="/ui/activity" { "Activity" }
                             a.active[active == "gc"] href="/ui/gc" { "Garbage collection" }
+                            a.active[active == "retention"] href="/ui/retention" { "Retention" }
+                            a.active[active == "immutable"] href="/ui/immutable" { "Immutable tags" }
                         }
                     }
                     div.who {
@@ -191,9 +219,14 @@ fn tag_row(f: &Frame<'_>, p: &RepoPage<'_>, t: &TagView) -> Markup {
             td { @if let Some(p) = platforms { (p.join(", ")) } }
             td.num { (m.map(|m| bytes(m.image_bytes)).unwrap_or_default()) }
             td.muted { (time(t.updated_ms)) }
+            td.muted.pulled title="Recorded to the minute; retention rules with \"pulled within\" read it" {
+                @match t.pulled_ms { Some(ms) => (minute(ms)), None => "never" }
+            }
             td.num title="What deleting this tag frees now (when nothing else keeps its image)" { (bytes(t.freed_if_deleted)) }
             td {
-                @if p.can_delete {
+                @if let Some(rule) = &t.immutable {
+                    (lock(&format!("Immutable (rule {rule}): it cannot be moved or deleted")))
+                } @else if p.can_delete {
                     form.inline method="post" action={ "/ui/r/" (name) "/tags/" (t.tag) "/delete" }
                         data-confirm={ "Delete tag " (t.tag) " from " (name) "? The image stays if other tags or digests still reference it." } {
                         (csrf_field(f))
@@ -227,7 +260,9 @@ fn manifest_row(f: &Frame<'_>, p: &RepoPage<'_>, m: &ManifestView, referrer: boo
             td.muted { (time(m.created_ms)) }
             td.num { @match m.freed_if_deleted { Some(n) => (bytes(n)), None => span.muted { "—" } } }
             td {
-                @if p.can_delete {
+                @if let Some(rule) = &m.immutable {
+                    (lock(&format!("An immutable tag points at it (rule {rule}): it cannot be deleted")))
+                } @else if p.can_delete {
                     @match m.freed_if_deleted {
                         Some(_) => {
                             form.inline method="post" action={ "/ui/r/" (name) "/manifests/" (m.digest) "/delete" }
@@ -267,7 +302,7 @@ pub fn repository(f: &Frame<'_>, p: &RepoPage<'_>) -> Markup {
             h2 { "Tags" }
             @if v.tags.is_empty() { p.muted { "No tags." } } @else {
                 table #tags {
-                    thead { tr { th { "Tag" } th { "Digest" } th { "Media type" } th { "Platforms" } th.num { "Size" } th { "Pushed" } th.num { "Deleting frees" } th {} } }
+                    thead { tr { th { "Tag" } th { "Digest" } th { "Media type" } th { "Platforms" } th.num { "Size" } th { "Pushed" } th { "Last pulled" } th.num { "Deleting frees" } th {} } }
                     tbody { @for t in &v.tags { (tag_row(f, p, t)) } }
                 }
             }
@@ -296,13 +331,14 @@ pub fn activity(
     entries: &[Activity],
     next: Option<u64>,
 ) -> Markup {
-    const ACTIONS: [&str; 6] = [
+    const ACTIONS: [&str; 7] = [
         "push",
         "tag_delete",
         "manifest_delete",
         "blob_delete",
         "repository_delete",
         "gc_run",
+        "retention_run",
     ];
     layout(
         f,
@@ -388,6 +424,31 @@ fn chart(runs: &[&RunReport]) -> Markup {
     }
 }
 
+/// A cron schedule's editor (with the shortcuts offered), and when it
+/// runs next.
+pub(super) fn schedule_form(
+    f: &Frame<'_>,
+    id: &str,
+    action: &str,
+    schedule: Option<&str>,
+    next_run: Option<&str>,
+) -> Markup {
+    html! {
+        form.toolbar id=(id) method="post" action=(action) {
+            (csrf_field(f))
+            input type="text" name="schedule" list={ (id) "-shortcuts" } value=(schedule.unwrap_or("")) placeholder="off, @daily, or 0 3 * * *";
+            datalist id={ (id) "-shortcuts" } { @for s in ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly"] { option value=(s) {} } }
+            button type="submit" { "Save" }
+            span.muted {
+                @match (schedule, next_run) {
+                    (Some(s), Some(n)) => { code { (s) } ", next run " (n) " (UTC)" }
+                    _ => { "Off: runs only when started." }
+                }
+            }
+        }
+    }
+}
+
 pub struct GcPage<'a> {
     pub reclaimable_bytes: u64,
     pub reclaimable_blobs: u64,
@@ -452,18 +513,7 @@ pub fn gc(f: &Frame<'_>, p: &GcPage<'_>) -> Markup {
                 }
             }
             h2 { "Schedule" }
-            form.toolbar #schedule method="post" action="/ui/gc/schedule" {
-                (csrf_field(f))
-                input type="text" name="schedule" list="shortcuts" value=(p.schedule.unwrap_or("")) placeholder="off, @daily, or 0 3 * * *";
-                datalist #shortcuts { @for s in ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly"] { option value=(s) {} } }
-                button type="submit" { "Save" }
-                span.muted {
-                    @match (&p.schedule, &p.next_run) {
-                        (Some(s), Some(n)) => { code { (s) } ", next run " (n) " (UTC)" }
-                        _ => { "Off: runs only when started." }
-                    }
-                }
-            }
+            (schedule_form(f, "schedule", "/ui/gc/schedule", p.schedule, p.next_run.as_deref()))
             h2 { "Stored and reclaimed bytes per run" }
             @if real.is_empty() { p.muted { "No finished runs yet." } } @else { (chart(&real)) }
             h2 { "History" }
@@ -503,6 +553,13 @@ pub fn gc_run(f: &Frame<'_>, r: &RunReport) -> Markup {
                 div.card #run-freed { div.label { (verb) } div.value { (bytes(r.bytes_freed)) } div.muted { (r.blobs_deleted) " blobs" } }
                 div.card { div.label { "Manifests" } div.value { (r.manifests_deleted) } }
                 div.card { div.label { "Uploads" } div.value { (r.uploads_deleted) } }
+                @if let Some(t) = &r.retention {
+                    div.card #run-retention {
+                        div.label { a href="/ui/retention" { "Retention" } " (first phase)" }
+                        div.value { (count(t.tags_deleted as usize, "tag", "tags")) }
+                        div.muted { "in " (count(t.repositories as usize, "repository", "repositories")) ", " (bytes(t.bytes)) }
+                    }
+                }
                 div.card { div.label { "Fence" } div.value { (format!("{:.1} ms", r.fence_total_ms)) } div.muted { (r.fences) " time(s), " (format!("{:.1}", r.fence_max_ms)) " ms at most" } }
             }
             @if let Some(e) = &r.error { div.flash.error { (e) } }

@@ -2,6 +2,7 @@
 //! port with its data in a temporary directory, and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of it
 pub mod cluster;
+pub mod engine;
 pub mod oci_layout;
 pub mod skopeo;
 pub mod soak;
@@ -617,6 +618,46 @@ impl Client {
             .unwrap()
             .status()
             .as_u16()
+    }
+}
+
+/// A manifest fetched over HTTP: status, content-type, digest header, body.
+pub struct Fetched {
+    pub status: u16,
+    pub content_type: String,
+    pub digest: String,
+    pub body: Vec<u8>,
+}
+
+impl Fetched {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("manifest JSON")
+    }
+}
+
+impl Client {
+    /// GET of a manifest accepting the media types `accept` lists, read to
+    /// the end, whatever the status.
+    pub async fn fetch_manifest(&self, repo: &str, reference: &str, accept: &str) -> Fetched {
+        let res = self
+            .get(&format!("/v2/{repo}/manifests/{reference}"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        let (content_type, digest) = (header("content-type"), header("docker-content-digest"));
+        Fetched {
+            status: res.status().as_u16(),
+            content_type,
+            digest,
+            body: res.bytes().await.unwrap().to_vec(),
+        }
     }
 }
 

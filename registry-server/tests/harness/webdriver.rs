@@ -12,6 +12,12 @@ use serde_json::{Value, json};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// How long a wait for the page lasts. Generous, because a machine busy
+/// with builds can take seconds to load a page; every wait polls and ends
+/// as soon as what it waits for is there.
+const WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
 pub struct Browser {
     http: reqwest::Client,
     base: String,
@@ -120,19 +126,27 @@ impl Browser {
     }
 
     async fn element(&self, css: &str) -> Option<String> {
+        self.elements(css).await.into_iter().next()
+    }
+
+    async fn elements(&self, css: &str) -> Vec<String> {
         let v = self
             .call(
                 reqwest::Method::POST,
-                "/element",
+                "/elements",
                 Some(json!({"using": "css selector", "value": css})),
             )
             .await;
-        v[ELEMENT].as_str().map(str::to_owned)
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e[ELEMENT].as_str().map(str::to_owned))
+            .collect()
     }
 
-    /// Waits up to 5 s for `css` to match.
+    /// Waits (up to [`WAIT`]) for `css` to match.
     pub async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + WAIT;
         loop {
             if let Some(e) = self.element(css).await {
                 return e;
@@ -142,24 +156,110 @@ impl Browser {
                 "no element matches {css:?} on {}",
                 self.url().await
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Waits until nothing matches `css` (the page moved on).
+    pub async fn wait_gone(&self, css: &str) {
+        let deadline = Instant::now() + WAIT;
+        while self.element(css).await.is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "{css:?} still shown on {}",
+                self.url().await
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The text of an element, or None if it went stale (its page was
+    /// replaced between finding and reading it).
+    async fn element_text(&self, e: &str) -> Option<String> {
+        let v = self
+            .call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+            .await;
+        v.as_str().map(str::to_owned)
+    }
+
+    /// Waits until `css` matches an element whose text contains `needle`
+    /// (a page that replaced another with the same element, such as a
+    /// flash message, is told apart by its text); returns the text.
+    pub async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut last = String::new();
+        loop {
+            if let Some(e) = self.element(css).await
+                && let Some(t) = self.element_text(&e).await
+            {
+                if t.contains(needle) {
+                    return t;
+                }
+                last = t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css:?} never said {needle:?} on {} (last: {last:?})",
+                self.url().await
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The texts of every element `css` matches now, in page order.
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self.elements(css).await {
+            out.push(self.element_text(&e).await.expect("element went stale"));
+        }
+        out
+    }
+
+    /// An attribute (or property) of the first element `css` matches.
+    pub async fn attribute(&self, css: &str, name: &str) -> Option<String> {
+        let e = self.find(css).await;
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{e}/attribute/{name}"),
+            None,
+        )
+        .await
+        .as_str()
+        .map(str::to_owned)
+    }
+
+    /// The value of the cookie `name` the browser holds for this page.
+    pub async fn cookie(&self, name: &str) -> Option<String> {
+        let v = self
+            .call(reqwest::Method::GET, &format!("/cookie/{name}"), None)
+            .await;
+        v["value"].as_str().map(str::to_owned)
     }
 
     pub async fn exists(&self, css: &str) -> bool {
         self.element(css).await.is_some()
     }
 
+    /// Clicks the element `css` matches (found again if the page replaced
+    /// it in between).
     pub async fn click(&self, css: &str) {
-        let e = self.find(css).await;
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/element/{e}/click"),
-                Some(json!({})),
-            )
-            .await;
-        assert!(Browser::ok(&v), "click {css}: {v}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let e = self.find(css).await;
+            let v = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/element/{e}/click"),
+                    Some(json!({})),
+                )
+                .await;
+            if Browser::ok(&v) {
+                return;
+            }
+            let stale = v["error"] == "stale element reference";
+            assert!(stale && Instant::now() < deadline, "click {css}: {v}");
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
@@ -174,18 +274,28 @@ impl Browser {
         assert!(Browser::ok(&v), "type into {css}: {v}");
     }
 
-    pub async fn text(&self, css: &str) -> String {
+    /// Replaces the value of the field `css` matches with `text`.
+    pub async fn fill(&self, css: &str, text: &str) {
         let e = self.find(css).await;
-        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/element/{e}/clear"),
+                Some(json!({})),
+            )
+            .await;
+        assert!(Browser::ok(&v), "clear {css}: {v}");
+        self.type_into(css, text).await;
+    }
+
+    /// The text of the element `css` matches (waiting for one).
+    pub async fn text(&self, css: &str) -> String {
+        self.wait_text(css, "").await
     }
 
     /// Waits for a confirm() dialog and returns its text.
     pub async fn dialog_text(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + WAIT;
         loop {
             let v = self.call(reqwest::Method::GET, "/alert/text", None).await;
             if let Some(t) = v.as_str() {
@@ -208,6 +318,15 @@ impl Browser {
             .call(reqwest::Method::POST, "/alert/dismiss", Some(json!({})))
             .await;
         assert!(Browser::ok(&v), "dismiss dialog: {v}");
+    }
+
+    /// Sets the window's size (what a screenshot shows).
+    pub async fn resize(&self, width: u32, height: u32) {
+        let rect = json!({"width": width, "height": height});
+        let v = self
+            .call(reqwest::Method::POST, "/window/rect", Some(rect))
+            .await;
+        assert!(Browser::ok(&v), "resize: {v}");
     }
 
     /// Saves a PNG of the viewport.
