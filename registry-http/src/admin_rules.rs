@@ -47,6 +47,13 @@ impl AdminApi {
             schedule: Option<Option<String>>,
         }
         let b: Body = read_json(req).await?;
+        // A bad schedule refuses the whole request before anything changes.
+        let schedule = b
+            .schedule
+            .map(|s| s.filter(|s| !s.trim().is_empty() && s.trim() != "off"));
+        if let Some(Some(expr)) = &schedule {
+            registry_gc::schedule::Schedule::parse(expr)?;
+        }
         if let Some(rules) = b.rules {
             check_names(rules.iter().map(|r| r.name.as_str()))?;
             self.registry
@@ -55,8 +62,7 @@ impl AdminApi {
                 .map_err(rule_error)?;
             tracing::info!(actor, "retention rules changed");
         }
-        if let Some(schedule) = b.schedule {
-            let expr = schedule.filter(|s| !s.trim().is_empty() && s.trim() != "off");
+        if let Some(expr) = schedule {
             self.retainer.set_schedule(expr.as_deref()).await?;
         }
         Ok(())
@@ -90,6 +96,10 @@ impl AdminApi {
         }
         let rules = if req.method() == Method::PUT {
             let b: Body = read_json(req).await?;
+            let names = b.rules.iter().filter_map(|r| r.name.as_deref());
+            if let Some(e) = duplicate_name(names) {
+                return Err(invalid(e));
+            }
             let rules = self
                 .registry
                 .change_tag_rules(move |t| t.immutable = b.rules.clone())

@@ -97,6 +97,10 @@ tags = ["v*", "/^stable-[0-9]+$/"]
         json!({"rules": [{"repositories": "prod/[", "tags": ["v*"]}]}),
         json!({"rules": [{"repositories": "prod/**", "tags": ["/(unclosed/"]}]}),
         json!({"rules": "not a list"}),
+        json!({"rules": [
+            {"name": "twice", "repositories": "a/**", "tags": ["v*"]},
+            {"name": "twice", "repositories": "b/**", "tags": ["v*"]},
+        ]}),
     ] {
         let res = c.put("/admin/immutable").json(&bad).send().await.unwrap();
         assert_error(res, 400, "INVALID_REQUEST").await;
@@ -274,6 +278,13 @@ keep_last = 1
     let shown = c.json("/admin/retention").await;
     assert_eq!(shown["schedule"], "* * * * *", "{shown:#}");
     assert!(shown["next_run"].is_string());
+    // A bad schedule refuses the whole change: the rules stay as they were.
+    let bad = json!({"rules": [], "schedule": "every so often"});
+    let res = c.put("/admin/retention").json(&bad).send().await.unwrap();
+    assert_error(res, 400, "INVALID_REQUEST").await;
+    let kept = c.json("/admin/retention").await;
+    assert_eq!(kept["rules"][0]["name"], "newest", "{kept:#}");
+    assert_eq!(kept["schedule"], "* * * * *", "{kept:#}");
     for _ in 0..200 {
         let last = &c.json("/admin/retention").await["last"];
         if last.is_object() {
