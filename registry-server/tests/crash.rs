@@ -2,7 +2,8 @@
 //! restart it on the same data, and check that everything a client was told
 //! succeeded is still there, whole, and that the store is fully usable.
 //! Each test runs with the blobs in the data directory (`NAME::fs`) and in
-//! a Garage bucket (`NAME::s3`).
+//! a Garage bucket (`NAME::s3`). Each kills the server 4 times by default;
+//! `CRASH_ROUNDS=N` kills it N times.
 
 mod harness;
 
@@ -14,11 +15,19 @@ use harness::{Blobs, Server, random_bytes, sha256};
 
 type Acked = Arc<Mutex<Vec<Pushed>>>;
 
+/// Kills per test: 4 by default, `CRASH_ROUNDS=N` for a longer run.
+fn rounds() -> u64 {
+    std::env::var("CRASH_ROUNDS")
+        .map(|v| v.parse().expect("CRASH_ROUNDS is a number"))
+        .unwrap_or(4)
+}
+
 async fn kill_9_during_pushes_loses_nothing_acknowledged(blobs: Blobs) {
     let mut server = Server::start_on(blobs, &[]);
     let acked: Acked = Arc::default();
     let shared = random_bytes(50_000);
-    for round in 0..4u64 {
+    for round in 0..rounds() {
+        let before = acked.lock().unwrap().len();
         let c = server.client();
         let mut tasks = Vec::new();
         for worker in 0..4 {
@@ -40,7 +49,10 @@ async fn kill_9_during_pushes_loses_nothing_acknowledged(blobs: Blobs) {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
+        // Kill once this round has acknowledged a push (a loaded machine
+        // may take a while), a varying moment later, mid-push.
+        wait_for_ack(&acked, before).await;
+        tokio::time::sleep(Duration::from_millis(100 + 150 * (round % 4))).await;
         server.kill();
         for t in tasks {
             t.await.unwrap();
@@ -71,6 +83,17 @@ async fn kill_9_during_pushes_loses_nothing_acknowledged(blobs: Blobs) {
 
 /// Stops the server; `registry check` then finds nothing wrong, no orphan
 /// file in particular.
+/// Waits until more than `before` pushes are acknowledged.
+async fn wait_for_ack(acked: &Acked, before: usize) {
+    for _ in 0..3000 {
+        if acked.lock().unwrap().len() > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no push was acknowledged within 60 s");
+}
+
 fn assert_check_clean(server: &mut Server) {
     server.terminate();
     let (code, out) = server.check(&[]);
@@ -91,7 +114,7 @@ async fn kill_9_during_gc_leaves_blobs_whole_or_gone(blobs: Blobs) {
     let c = server.client();
     c.push_image("keep", "v1", 3).await;
     let mut garbage = Vec::new();
-    for round in 0..4u64 {
+    for round in 0..rounds() {
         let c = server.client();
         for i in 0..400 {
             let bytes = format!("garbage {round} {i}").into_bytes();
@@ -107,7 +130,7 @@ async fn kill_9_during_gc_leaves_blobs_whole_or_gone(blobs: Blobs) {
         }
         let res = c.post("/admin/gc").send().await.unwrap();
         assert_eq!(res.status(), 202);
-        tokio::time::sleep(Duration::from_millis(5 + 20 * round)).await;
+        tokio::time::sleep(Duration::from_millis(5 + 20 * (round % 4))).await;
         server.kill();
         server.restart();
         let c = server.client();
