@@ -247,7 +247,7 @@ impl Collector {
         if !self.registry.lease(RUN_LEASE, RUN_LEASE_TTL).await? {
             return Err(GcError::RunningElsewhere);
         }
-        match self.registry.begin_gc_run().await {
+        match self.registry.begin_gc_run(HISTORY as u64).await {
             Ok(id) => Ok(id),
             Err(e) => {
                 let _ = self.registry.end_lease(RUN_LEASE).await;

@@ -2,7 +2,7 @@
 //! run time.
 
 use super::{ACTIVITY, GC_RUNS, SETTINGS};
-use crate::db::{Reads, Tx, codec};
+use crate::db::{Reads, Table, Tx, codec};
 use crate::error::{Error, Result};
 use crate::index::{Activity, ActivityQuery};
 
@@ -22,17 +22,24 @@ pub fn record_activity(tx: &mut Tx<'_>, mut entry: Activity, retain: u64) -> Res
     let json = serde_json::to_vec(&entry).expect("activity serializes");
     tx.put(ACTIVITY, id, &json)?;
     if id % TRIM_EVERY == 0 {
-        let keep_from = id.saturating_sub(retain.max(1)) + 1;
-        let old: Vec<u64> = tx
-            .scan_after(ACTIVITY, None)
-            .keys()
-            .take_while(|k| k.as_ref().is_ok_and(|k| *k < keep_from))
-            .collect::<Result<_>>()?;
-        for k in old {
-            tx.delete(ACTIVITY, k)?;
-        }
+        keep_newest(tx, ACTIVITY, id, retain)?;
     }
     Ok(id)
+}
+
+/// Deletes the rows of a table numbered by `next_id` but the `keep` newest,
+/// `newest` being the last id given out.
+fn keep_newest(tx: &mut Tx<'_>, table: Table<u64, Vec<u8>>, newest: u64, keep: u64) -> Result<()> {
+    let keep_from = newest.saturating_sub(keep.max(1)) + 1;
+    let old: Vec<u64> = tx
+        .scan_after(table, None)
+        .keys()
+        .take_while(|k| k.as_ref().is_ok_and(|k| *k < keep_from))
+        .collect::<Result<_>>()?;
+    for k in old {
+        tx.delete(table, k)?;
+    }
+    Ok(())
 }
 
 /// Entries matching `q`, newest first, within the newest `retain`.
@@ -68,9 +75,13 @@ pub fn activity(r: &impl Reads, q: &ActivityQuery, retain: u64) -> Result<Vec<Ac
     Ok(out)
 }
 
-/// A new id for a collector run.
-pub fn next_run_id(tx: &mut Tx<'_>) -> Result<u64> {
-    tx.next_id(GC_RUNS)
+/// A new id for a collector run; the reports of all runs but the newest
+/// `keep` (this one included) are deleted, so the history stays bounded
+/// however often collection runs.
+pub fn next_run_id(tx: &mut Tx<'_>, keep: u64) -> Result<u64> {
+    let id = tx.next_id(GC_RUNS)?;
+    keep_newest(tx, GC_RUNS, id, keep)?;
+    Ok(id)
 }
 
 pub fn save_gc_run(tx: &mut Tx<'_>, id: u64, report: &[u8]) -> Result<()> {
