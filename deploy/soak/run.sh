@@ -9,9 +9,11 @@
 # (default target/release); PORT (5077); NICE (15): the niceness of the
 # server and the load; DURATION (30m) and WARMUP (5m: the summary and the
 # plot judge the curves after it); RUST_LOG (warn: the request log at
-# `info` writes about 1 MiB/s at this load). OUT_DIR receives the CSV, the
-# summary, the server log, `ps` snapshots of the machine every minute,
-# the check's report and soak.svg.
+# `info` writes about 1 MiB/s at this load); CONFIG: more lines for the
+# server's configuration file (such as "[limits]", a newline and
+# "index_cache_bytes = 8388608"). OUT_DIR receives the CSV, the summary,
+# the server log, `ps` snapshots of the machine every minute, the check's
+# report and soak.svg.
 set -eu
 
 OUT=${1:?usage: deploy/soak/run.sh OUT_DIR [soak options...]}
@@ -28,7 +30,7 @@ mkdir -p "$OUT"
 rm -rf "$DATA"
 # A short activity log, so that its bound is reached during warm-up and
 # the index file's curve shows what else grows.
-printf 'activity_retention = 5000\n' > "$OUT/soak.toml"
+printf 'activity_retention = 5000\n%s\n' "${CONFIG:-}" > "$OUT/soak.toml"
 
 RUST_LOG=${RUST_LOG:-warn} nice -n "$NICE" "$BIN/registry" serve \
     --config "$OUT/soak.toml" --data-dir "$DATA" --addr "127.0.0.1:$PORT" \
