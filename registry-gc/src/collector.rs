@@ -265,7 +265,7 @@ impl Collector {
         if let Err(e) = self.close_abandoned().await {
             tracing::warn!(error = %e, "could not close runs abandoned by a stopped node");
         }
-        match self.registry.begin_gc_run().await {
+        match self.registry.begin_gc_run(HISTORY as u64).await {
             Ok(id) => Ok(id),
             Err(e) => {
                 let _ = self.registry.end_lease(RUN_LEASE).await;

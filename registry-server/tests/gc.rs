@@ -615,3 +615,27 @@ async fn policies_from_the_command_line() {
 }
 
 on_both_stores!(deleted_images_are_collected_shared_layers_stay);
+
+/// Collections in a loop must not grow the index without bound: the
+/// history keeps the newest 200 reports (each lists what its run deleted),
+/// and the older ones are gone from the index, not just from the listing.
+#[tokio::test]
+async fn the_run_history_keeps_only_the_newest_reports() {
+    let s = Server::start();
+    let c = s.client();
+    let mut last = 0;
+    for _ in 0..205 {
+        last = c.run_gc(json!({})).await["id"].as_u64().unwrap();
+    }
+    let runs: Value = c.json("/admin/gc/runs?limit=1000").await;
+    let ids: Vec<u64> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 200);
+    assert_eq!((ids[0], ids[199]), (last, last - 199));
+    let oldest = format!("/admin/gc/runs/{}", last - 200);
+    assert_eq!(c.status(Method::GET, &oldest).await, 404);
+}

@@ -266,7 +266,6 @@ impl Registry {
     /// Chunked push: POST, one PATCH per piece with its `Content-Range`,
     /// then an empty PUT.
     pub async fn push_blob_chunked(&self, repo: &str, blob: &Blob, pieces: u64) -> OpResult<()> {
-        const WHAT: &str = "PATCH upload";
         let mut location = self.start_upload(repo).await?;
         let len = blob.len();
         let pieces = pieces.clamp(1, len.max(1));
@@ -274,13 +273,24 @@ impl Registry {
         let mut start = 0;
         while start < len {
             let end = (start + piece).min(len);
-            let request = Self::with_body(self.http.patch(location), blob.slices(start..end))
-                .header(header::CONTENT_RANGE, format!("{start}-{}", end - 1));
-            let response = self.send(WHAT, request, &[StatusCode::ACCEPTED]).await?;
-            location = self.location(WHAT, response.headers())?;
+            location = self
+                .append_chunk(location, start, blob.slices(start..end))
+                .await?;
             start = end;
         }
         self.finish_upload(location, &blob.digest, Vec::new()).await
+    }
+
+    /// One `PATCH` of an upload session: `body` goes at `start`; returns
+    /// the session's next URL.
+    pub async fn append_chunk(&self, location: Url, start: u64, body: Vec<Bytes>) -> OpResult<Url> {
+        const WHAT: &str = "PATCH upload";
+        let len: usize = body.iter().map(Bytes::len).sum();
+        let end = (start + len as u64).saturating_sub(1);
+        let request = Self::with_body(self.http.patch(location), body)
+            .header(header::CONTENT_RANGE, format!("{start}-{end}"));
+        let response = self.send(WHAT, request, &[StatusCode::ACCEPTED]).await?;
+        self.location(WHAT, response.headers())
     }
 
     /// Cross-repository mount (`POST ?mount=&from=`); when the registry
@@ -428,16 +438,22 @@ impl Registry {
             .map_err(|e| OpError::invalid(what, format!("bad Link target {target:?}: {e}")))
     }
 
+    /// `GET` of any page (the web UI, `/metrics`), read to the end.
+    pub async fn get_bytes(&self, what: &'static str, path: &str) -> OpResult<Bytes> {
+        let response = self
+            .send(what, self.http.get(self.url(path)), &[StatusCode::OK])
+            .await?;
+        response
+            .bytes()
+            .await
+            .map_err(|e| OpError::transport(what, e))
+    }
+
     /// `GET` on the admin API, as JSON.
     pub async fn admin_get(&self, path: &str) -> OpResult<Value> {
         const WHAT: &str = "GET admin";
-        let response = self
-            .send(WHAT, self.http.get(self.url(path)), &[StatusCode::OK])
-            .await?;
-        response
-            .json()
-            .await
-            .map_err(|e| OpError::invalid(WHAT, e.to_string()))
+        let body = self.get_bytes(WHAT, path).await?;
+        serde_json::from_slice(&body).map_err(|e| OpError::invalid(WHAT, e.to_string()))
     }
 
     /// A request on the admin API with a JSON body; any status is returned

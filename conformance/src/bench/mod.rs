@@ -12,6 +12,7 @@ pub mod machine;
 pub mod options;
 pub mod report;
 pub mod runner;
+pub mod soak;
 pub mod stats;
 pub mod workloads;
 

@@ -2,7 +2,7 @@
 //! run time.
 
 use super::{ACTIVITY, GC_RUNS, SETTINGS};
-use crate::db::{Reads, Tx, codec};
+use crate::db::{Reads, Table, Tx, codec};
 use crate::error::{Error, Result};
 use crate::index::{Activity, ActivityQuery};
 
@@ -25,17 +25,29 @@ pub fn record_activity(tx: &mut Tx<'_>, mut entry: Activity, retain: u64) -> Res
     tx.note_activity();
     if id % TRIM_EVERY == 0 {
         let pinned = super::hooks::pin(tx)?.map_or(u64::MAX, |p| p + 1);
-        let keep_from = (id.saturating_sub(retain.max(1)) + 1).min(pinned);
-        let old: Vec<u64> = tx
-            .scan_after(ACTIVITY, None)
-            .keys()
-            .take_while(|k| k.as_ref().is_ok_and(|k| *k < keep_from))
-            .collect::<Result<_>>()?;
-        for k in old {
-            tx.delete(ACTIVITY, k)?;
-        }
+        keep_newest(tx, ACTIVITY, (id, retain), pinned)?;
     }
     Ok(id)
+}
+
+/// Deletes the rows of `table` older than the newest `keep` (up to id
+/// `newest`), but none from `not_past` on.
+fn keep_newest(
+    tx: &mut Tx<'_>,
+    table: Table<u64, Vec<u8>>,
+    (newest, keep): (u64, u64),
+    not_past: u64,
+) -> Result<()> {
+    let keep_from = (newest.saturating_sub(keep.max(1)) + 1).min(not_past);
+    let old: Vec<u64> = tx
+        .scan_after(table, None)
+        .keys()
+        .take_while(|k| k.as_ref().is_ok_and(|k| *k < keep_from))
+        .collect::<Result<_>>()?;
+    for k in old {
+        tx.delete(table, k)?;
+    }
+    Ok(())
 }
 
 /// Entries matching `q`, newest first, within the newest `retain`.
@@ -75,9 +87,13 @@ pub fn decode_activity(json: &[u8]) -> Result<Activity> {
     serde_json::from_slice(json).map_err(|e| Error::Storage(format!("corrupt activity entry: {e}")))
 }
 
-/// A new id for a collector run.
-pub fn next_run_id(tx: &mut Tx<'_>) -> Result<u64> {
-    tx.next_id(GC_RUNS)
+/// A new id for a collector run; the reports of all runs but the newest
+/// `keep` (this one included) are deleted, so the history stays bounded
+/// however often collection runs.
+pub fn next_run_id(tx: &mut Tx<'_>, keep: u64) -> Result<u64> {
+    let id = tx.next_id(GC_RUNS)?;
+    keep_newest(tx, GC_RUNS, (id, keep), u64::MAX)?;
+    Ok(id)
 }
 
 pub fn save_gc_run(tx: &mut Tx<'_>, id: u64, report: &[u8]) -> Result<()> {

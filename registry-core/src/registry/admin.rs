@@ -136,12 +136,13 @@ impl Registry {
             .await
     }
 
-    /// Reserves the id of a new collector run.
-    pub async fn begin_gc_run(&self) -> Result<u64> {
+    /// Reserves the id of a new collector run, forgetting the reports of
+    /// all runs but the newest `keep`.
+    pub async fn begin_gc_run(&self, keep: u64) -> Result<u64> {
         self.index
             .db()
-            .write(|tx| {
-                let id = log::next_run_id(tx)?;
+            .write(move |tx| {
+                let id = log::next_run_id(tx, keep)?;
                 // A placeholder until the report is saved (the history
                 // skips what it cannot read).
                 log::save_gc_run(tx, id, b"{}")?;

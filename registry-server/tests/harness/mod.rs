@@ -238,6 +238,11 @@ impl Server {
         check_store_with(&self.data_dir(), &extra_args, &self.env)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
     }
