@@ -47,7 +47,11 @@ impl Default for PgOptions {
             pool_size: 32,
             connect_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(10),
-            attempts: 20,
+            // With the pause doubling to 200 ms, about 8 s of trying: a
+            // hot repository under many writers (or a collection's batch
+            // among them) gets through where 20 tries sometimes did not;
+            // well inside max_id_hold.
+            attempts: 40,
             shards: 16,
             max_id_hold: Duration::from_secs(20),
         }
