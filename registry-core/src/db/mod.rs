@@ -300,6 +300,9 @@ pub struct Scan<'a, K, V> {
     reverse: bool,
     page: std::vec::IntoIter<Pair>,
     done: bool,
+    /// Rows the next fetch asks for (the first may be smaller than
+    /// [`SCAN_PAGE`]: see [`Scan::sized`]).
+    fetch: usize,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -319,19 +322,30 @@ impl<'a, K: Key, V: Value> Scan<'a, K, V> {
             reverse,
             page: Vec::new().into_iter(),
             done: false,
+            fetch: SCAN_PAGE,
             _types: PhantomData,
         }
     }
 
+    /// A scan whose caller expects to read about `rows` rows (a listing's
+    /// page and one more): the first fetch asks for no more than that, so
+    /// a page of 100 does not copy 256 rows out of the back end.
+    pub fn sized(mut self, rows: usize) -> Self {
+        self.fetch = rows.clamp(1, SCAN_PAGE);
+        self
+    }
+
     fn refill(&mut self) -> Result<()> {
+        let fetch = self.fetch;
         let page = self.ops.scan(
             self.table,
             as_ref(&self.from),
             as_ref(&self.to),
             self.reverse,
-            SCAN_PAGE,
+            fetch,
         )?;
-        self.done = page.len() < SCAN_PAGE;
+        self.fetch = SCAN_PAGE;
+        self.done = page.len() < fetch;
         if let Some((last, _)) = page.last() {
             if self.reverse {
                 self.to = Bound::Excluded(last.clone());
@@ -343,13 +357,29 @@ impl<'a, K: Key, V: Value> Scan<'a, K, V> {
         Ok(())
     }
 
-    /// Only the keys.
-    pub fn keys(self) -> impl Iterator<Item = Result<K>> + 'a
+    /// Only the keys (values are not decoded).
+    pub fn keys(mut self) -> impl Iterator<Item = Result<K>> + 'a
     where
         K: 'a,
         V: 'a,
     {
-        self.map(|r| r.map(|(k, _)| k))
+        std::iter::from_fn(move || self.next_raw().map(|r| r.and_then(|(k, _)| K::decode(&k))))
+    }
+
+    /// The next row as stored, fetching a page when needed.
+    fn next_raw(&mut self) -> Option<Result<Pair>> {
+        loop {
+            if let Some(pair) = self.page.next() {
+                return Some(Ok(pair));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.refill() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
     }
 }
 
@@ -365,18 +395,8 @@ impl<K: Key, V: Value> Iterator for Scan<'_, K, V> {
     type Item = Result<(K, V)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some((k, v)) = self.page.next() {
-                return Some(K::decode(&k).and_then(|k| Ok((k, V::decode(&v)?))));
-            }
-            if self.done {
-                return None;
-            }
-            if let Err(e) = self.refill() {
-                self.done = true;
-                return Some(Err(e));
-            }
-        }
+        let pair = self.next_raw()?;
+        Some(pair.and_then(|(k, v)| Ok((K::decode(&k)?, V::decode(&v)?))))
     }
 }
 

@@ -35,7 +35,10 @@ fn page(names: impl Iterator<Item = Result<String>>, limit: usize) -> Result<Pag
 
 pub fn repositories(r: &impl Reads, after: Option<&str>, limit: usize) -> Result<Page> {
     let after = after.map(codec::key::<String>);
-    page(r.scan_after(REPOS, after.as_deref()).keys(), limit)
+    let names = r
+        .scan_after(REPOS, after.as_deref())
+        .sized(limit.saturating_add(1));
+    page(names.keys(), limit)
 }
 
 pub fn tags(r: &impl Reads, repo: &str, after: Option<&str>, limit: usize) -> Result<Page> {
@@ -45,6 +48,7 @@ pub fn tags(r: &impl Reads, repo: &str, after: Option<&str>, limit: usize) -> Re
     let after = after.map(|a| codec::key::<(String, String)>((repo, a)));
     let names = r
         .scan_prefix_after(TAGS, &prefix(&[repo]), after.as_deref())
+        .sized(limit.saturating_add(1))
         .keys();
     page(names.map(|k| k.map(|(_, t)| t)), limit)
 }
