@@ -16,6 +16,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::Result;
 use crate::index::RemovedManifest;
 use crate::registry::Registry;
+use crate::registry::blobs::BlobSource;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckOptions {
@@ -72,8 +73,13 @@ pub enum Progress<'a> {
     Advance(u64),
 }
 
-async fn hash_of(registry: &Registry, digest: &Digest, size: u64) -> Result<Digest> {
-    let mut stream = registry.read_blob(digest, size, 0..size).await?;
+async fn hash_of(
+    registry: &Registry,
+    digest: &Digest,
+    source: BlobSource,
+    size: u64,
+) -> Result<Digest> {
+    let mut stream = registry.read_blob(digest, source, 0..size).await?;
     let mut h = Hasher::new(digest.algorithm());
     while let Some(chunk) = stream.next().await {
         h.update(&chunk?);
@@ -100,15 +106,16 @@ async fn check_blob(
         found,
     };
     // A small blob may live in the index, not in the blob store.
-    let stored = match registry.inline_bytes(digest, recorded).await? {
-        Some(bytes) => Some(bytes.len() as u64),
-        None => registry.blobs.stat(digest).await?,
+    let source = registry.blob_source(digest, recorded).await?;
+    let stored = match &source {
+        BlobSource::Index(bytes) => Some(bytes.len() as u64),
+        BlobSource::Store => registry.blobs.stat(digest).await?,
     };
     Ok(match stored {
         None => Some(Found::Missing(problem("no file".into()))),
         Some(size) if size != recorded => Some(Found::WrongSize(problem(format!("{size} bytes")))),
         Some(size) if options.verify_content => {
-            let actual = hash_of(registry, digest, size).await?;
+            let actual = hash_of(registry, digest, source, size).await?;
             (actual != *digest).then(|| Found::Corrupt(problem(actual.to_string())))
         }
         Some(_) => None,

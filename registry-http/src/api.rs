@@ -355,9 +355,14 @@ impl Api {
         head: bool,
     ) -> ApiResult {
         let size = self.registry.stat_blob(repo, d).await?;
-        if !head
+        // A HEAD reads no bytes, so it does not look where they are.
+        let source = match head {
+            true => None,
+            false => Some(self.registry.blob_source(d, size).await?),
+        };
+        if let Some(source) = &source
             && self.options.blob_redirect
-            && let Some(url) = self.registry.blob_url(d, size).await?
+            && let Some(url) = self.registry.blob_url(d, source).await?
         {
             return Ok(Reply::new(StatusCode::TEMPORARY_REDIRECT)
                 .header(header::LOCATION, url)
@@ -389,10 +394,10 @@ impl Api {
             None => (reply, 0..size),
         };
         let reply = reply.length(span.end - span.start);
-        if head {
+        let Some(source) = source else {
             return Ok(reply.body(body::empty()));
-        }
-        let stream = self.registry.read_blob(d, size, span).await?;
+        };
+        let stream = self.registry.read_blob(d, source, span).await?;
         Ok(reply.body(body::stream(stream)))
     }
 

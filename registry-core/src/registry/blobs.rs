@@ -26,6 +26,13 @@ pub const DEFAULT_INLINE_BYTES: u64 = 16 * 1024;
 /// setting: reads of larger blobs never look there.
 pub const INLINE_CEILING: u64 = 64 * 1024;
 
+/// Where a stored blob's bytes are: in the index (with them), or in the
+/// blob store.
+pub enum BlobSource {
+    Index(Bytes),
+    Store,
+}
+
 /// Upload ids: random, hex.
 pub(super) fn new_upload_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -49,38 +56,12 @@ impl Registry {
         }
     }
 
-    /// A URL the client may fetch a blob from directly (a presigned object
-    /// store URL), for a blob of `size` bytes previously sized with
-    /// [`Registry::stat_blob`]. None for a blob the index keeps.
-    pub async fn blob_url(&self, digest: &Digest, size: u64) -> Result<Option<String>> {
-        if self.inline_bytes(digest, size).await?.is_some() {
-            return Ok(None);
-        }
-        self.blobs.redirect(digest).await
-    }
-
-    /// Streams `range` of a blob of `size` bytes previously sized with
-    /// [`Registry::stat_blob`].
-    pub async fn read_blob(
-        &self,
-        digest: &Digest,
-        size: u64,
-        range: Range<u64>,
-    ) -> Result<ByteStream> {
-        match self.inline_bytes(digest, size).await? {
-            Some(bytes) => {
-                let end = (range.end as usize).min(bytes.len());
-                let part = bytes.slice((range.start as usize).min(end)..end);
-                Ok(futures::stream::once(async move { Ok(part) }).boxed())
-            }
-            None => self.blobs.read(digest, range).await,
-        }
-    }
-
-    /// The bytes of a blob of `size` bytes, if the index keeps them.
-    pub(crate) async fn inline_bytes(&self, digest: &Digest, size: u64) -> Result<Option<Bytes>> {
+    /// Where the bytes of a blob of `size` bytes, previously sized with
+    /// [`Registry::stat_blob`], are read from: looked up once per read, for
+    /// [`Registry::blob_url`] and [`Registry::read_blob`] both.
+    pub async fn blob_source(&self, digest: &Digest, size: u64) -> Result<BlobSource> {
         if size > INLINE_CEILING {
-            return Ok(None);
+            return Ok(BlobSource::Store);
         }
         let d = digest.to_string();
         let found = self
@@ -88,7 +69,37 @@ impl Registry {
             .db()
             .read(move |r| refs::inline_bytes(r, &d))
             .await?;
-        Ok(found.map(Bytes::from))
+        Ok(match found {
+            Some(bytes) => BlobSource::Index(Bytes::from(bytes)),
+            None => BlobSource::Store,
+        })
+    }
+
+    /// A URL the client may fetch a blob from directly (a presigned object
+    /// store URL). None for a blob the index keeps.
+    pub async fn blob_url(&self, digest: &Digest, source: &BlobSource) -> Result<Option<String>> {
+        match source {
+            BlobSource::Index(_) => Ok(None),
+            BlobSource::Store => self.blobs.redirect(digest).await,
+        }
+    }
+
+    /// Streams `range` of a blob from where [`Registry::blob_source`] found
+    /// it.
+    pub async fn read_blob(
+        &self,
+        digest: &Digest,
+        source: BlobSource,
+        range: Range<u64>,
+    ) -> Result<ByteStream> {
+        match source {
+            BlobSource::Index(bytes) => {
+                let end = (range.end as usize).min(bytes.len());
+                let part = bytes.slice((range.start as usize).min(end)..end);
+                Ok(futures::stream::once(async move { Ok(part) }).boxed())
+            }
+            BlobSource::Store => self.blobs.read(digest, range).await,
+        }
     }
 
     /// Removes a blob from `repo`'s view (refused while a manifest there
