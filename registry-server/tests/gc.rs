@@ -439,9 +439,7 @@ async fn schedule_api_validates_and_persists() {
 async fn scheduled_runs_happen() {
     // The server's clock is moved to two seconds before the next minute,
     // so the every-minute schedule fires without waiting for it.
-    let now = chrono::Utc::now().timestamp_millis() as u64;
-    let skew = 60_000 - now % 60_000 - 2_000 + 60_000;
-    let skew = format!("{skew}ms");
+    let skew = harness::skew_to_before_a_minute(Duration::from_secs(2));
     let s = Server::start_with(&[
         "--gc-grace",
         "0s",

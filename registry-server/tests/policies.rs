@@ -258,8 +258,7 @@ async fn retention_runs_on_its_schedule_from_the_config_file() {
     // The server's clock stands eight seconds before a minute (time for
     // the pushes below even on a loaded machine), so the every-minute
     // schedule fires soon.
-    let now = chrono::Utc::now().timestamp_millis() as u64;
-    let skew = format!("{}ms", 60_000 - now % 60_000 - 8_000 + 60_000);
+    let skew = harness::skew_to_before_a_minute(Duration::from_secs(8));
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(
         dir.path(),

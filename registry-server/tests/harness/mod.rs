@@ -384,6 +384,15 @@ pub fn sha256(bytes: &[u8]) -> String {
 }
 
 /// Random bytes of `len`, different on every call.
+/// A `--clock-skew` that puts the server's clock `lead` before a minute
+/// starts (the next but one, so the skew is never negative), for tests of
+/// every-minute schedules that must not wait for the real minute.
+pub fn skew_to_before_a_minute(lead: std::time::Duration) -> String {
+    let now = chrono::Utc::now().timestamp_millis() as u64;
+    let lead = lead.as_millis() as u64;
+    format!("{}ms", 120_000 - lead - now % 60_000)
+}
+
 pub fn random_bytes(len: usize) -> Vec<u8> {
     use rand::RngCore;
     let mut v = vec![0u8; len];
