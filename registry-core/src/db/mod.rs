@@ -38,6 +38,10 @@ pub const SCAN_PAGE: usize = 256;
 /// A raw key/value pair.
 pub type Pair = (Vec<u8>, Vec<u8>);
 
+/// What [`ReadOps::visit`] lends each row to (key, value); an error stops
+/// the scan.
+pub type Visitor<'v> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'v;
+
 /// Reads of one consistent snapshot (or of a transaction's own view).
 pub trait ReadOps {
     fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -52,6 +56,25 @@ pub trait ReadOps {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<Pair>>;
+
+    /// Like [`ReadOps::scan`], but lends each row to `each` instead of
+    /// returning copies; answers how many rows it visited. Back ends that
+    /// can lend rows from their pages override it (a listing then copies
+    /// only what it decodes); the default copies through `scan`.
+    fn visit(
+        &self,
+        table: &'static str,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+        limit: usize,
+        each: &mut Visitor<'_>,
+    ) -> Result<usize> {
+        let rows = self.scan(table, range.0, range.1, reverse, limit)?;
+        for (k, v) in &rows {
+            each(k, v)?;
+        }
+        Ok(rows.len())
+    }
 }
 
 /// A write transaction: reads see its own writes.
@@ -252,18 +275,24 @@ pub trait Reads {
         prefix: &[u8],
         after: Option<&[u8]>,
     ) -> Scan<'_, K, V> {
-        let from = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
-            _ => Bound::Included(prefix.to_vec()),
-        };
-        let end = codec::prefix_end(prefix);
-        Scan::new(
-            self.raw(),
-            t.name,
-            from,
-            end.map_or(Bound::Unbounded, Bound::Excluded),
-            false,
-        )
+        let (from, to) = prefix_bounds(prefix, after);
+        Scan::new(self.raw(), t.name, from, to, false)
+    }
+
+    /// Like [`Reads::scan_prefix_after`], but each key is decoded without
+    /// its `prefix` bytes, as `T`: the parts of the key the prefix leaves
+    /// open (the tag of a `(repository, tag)` key), so a listing decodes
+    /// only what it shows.
+    fn scan_prefix_tails<K: Key, V: Value, T: Key>(
+        &self,
+        t: Table<K, V>,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+    ) -> Scan<'_, T, V> {
+        let (from, to) = prefix_bounds(prefix, after);
+        let mut scan = Scan::new(self.raw(), t.name, from, to, false);
+        scan.skip = prefix.len();
+        scan
     }
 
     /// Rows with keys strictly after `after` (or from the start), in order.
@@ -291,19 +320,25 @@ pub trait Reads {
     }
 }
 
-/// A typed range scan that fetches pages of [`SCAN_PAGE`] rows as it goes.
+/// A typed range scan that fetches pages of [`SCAN_PAGE`] rows as it goes,
+/// decoding each row from the back end's own buffer.
 pub struct Scan<'a, K, V> {
     ops: &'a dyn ReadOps,
     table: &'static str,
     from: Bound<Vec<u8>>,
     to: Bound<Vec<u8>>,
     reverse: bool,
-    page: std::vec::IntoIter<Pair>,
+    /// Decoded rows of the last fetch; values are `None` in a keys-only
+    /// scan.
+    page: std::collections::VecDeque<(K, Option<V>)>,
     done: bool,
     /// Rows the next fetch asks for (the first may be smaller than
     /// [`SCAN_PAGE`]: see [`Scan::sized`]).
     fetch: usize,
-    _types: PhantomData<fn() -> (K, V)>,
+    /// Whether values are decoded (not in [`Scan::keys`]).
+    values: bool,
+    /// Leading key bytes not decoded (see [`Reads::scan_prefix_tails`]).
+    skip: usize,
 }
 
 impl<'a, K: Key, V: Value> Scan<'a, K, V> {
@@ -320,40 +355,48 @@ impl<'a, K: Key, V: Value> Scan<'a, K, V> {
             from,
             to,
             reverse,
-            page: Vec::new().into_iter(),
+            page: std::collections::VecDeque::new(),
             done: false,
             fetch: SCAN_PAGE,
-            _types: PhantomData,
+            values: true,
+            skip: 0,
         }
     }
 
     /// A scan whose caller expects to read about `rows` rows (a listing's
     /// page and one more): the first fetch asks for no more than that, so
-    /// a page of 100 does not copy 256 rows out of the back end.
+    /// a page of 100 does not decode 256 rows.
     pub fn sized(mut self, rows: usize) -> Self {
         self.fetch = rows.clamp(1, SCAN_PAGE);
         self
     }
 
     fn refill(&mut self) -> Result<()> {
-        let fetch = self.fetch;
-        let page = self.ops.scan(
+        let (fetch, values, skip) = (self.fetch, self.values, self.skip);
+        let page = &mut self.page;
+        let mut last = Vec::new();
+        let n = self.ops.visit(
             self.table,
-            as_ref(&self.from),
-            as_ref(&self.to),
+            (as_ref(&self.from), as_ref(&self.to)),
             self.reverse,
             fetch,
+            &mut |k, v| {
+                let value = if values { Some(V::decode(v)?) } else { None };
+                page.push_back((K::decode(k.get(skip..).unwrap_or_default())?, value));
+                last.clear();
+                last.extend_from_slice(k);
+                Ok(())
+            },
         )?;
         self.fetch = SCAN_PAGE;
-        self.done = page.len() < fetch;
-        if let Some((last, _)) = page.last() {
+        self.done = n < fetch;
+        if n > 0 {
             if self.reverse {
-                self.to = Bound::Excluded(last.clone());
+                self.to = Bound::Excluded(last);
             } else {
-                self.from = Bound::Excluded(last.clone());
+                self.from = Bound::Excluded(last);
             }
         }
-        self.page = page.into_iter();
         Ok(())
     }
 
@@ -363,14 +406,15 @@ impl<'a, K: Key, V: Value> Scan<'a, K, V> {
         K: 'a,
         V: 'a,
     {
-        std::iter::from_fn(move || self.next_raw().map(|r| r.and_then(|(k, _)| K::decode(&k))))
+        self.values = false;
+        std::iter::from_fn(move || self.next_row().map(|r| r.map(|(k, _)| k)))
     }
 
-    /// The next row as stored, fetching a page when needed.
-    fn next_raw(&mut self) -> Option<Result<Pair>> {
+    /// The next decoded row, fetching a page when needed.
+    fn next_row(&mut self) -> Option<Result<(K, Option<V>)>> {
         loop {
-            if let Some(pair) = self.page.next() {
-                return Some(Ok(pair));
+            if let Some(row) = self.page.pop_front() {
+                return Some(Ok(row));
             }
             if self.done {
                 return None;
@@ -381,6 +425,16 @@ impl<'a, K: Key, V: Value> Scan<'a, K, V> {
             }
         }
     }
+}
+
+/// The range of keys starting with `prefix` and strictly after `after`.
+fn prefix_bounds(prefix: &[u8], after: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let from = match after {
+        Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
+        _ => Bound::Included(prefix.to_vec()),
+    };
+    let to = codec::prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    (from, to)
 }
 
 fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
@@ -395,8 +449,14 @@ impl<K: Key, V: Value> Iterator for Scan<'_, K, V> {
     type Item = Result<(K, V)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let pair = self.next_raw()?;
-        Some(pair.and_then(|(k, v)| Ok((K::decode(&k)?, V::decode(&v)?))))
+        let row = self.next_row()?;
+        Some(row.and_then(|(k, v)| match v {
+            Some(v) => Ok((k, v)),
+            // Unreachable: only `keys()` leaves values out, and it owns the scan.
+            None => Err(Error::Storage(
+                "a keys-only scan was asked for values".into(),
+            )),
+        }))
     }
 }
 

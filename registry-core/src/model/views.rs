@@ -47,10 +47,10 @@ pub fn tags(r: &impl Reads, repo: &str, after: Option<&str>, limit: usize) -> Re
     }
     let after = after.map(|a| codec::key::<(String, String)>((repo, a)));
     let names = r
-        .scan_prefix_after(TAGS, &prefix(&[repo]), after.as_deref())
+        .scan_prefix_tails::<_, _, String>(TAGS, &prefix(&[repo]), after.as_deref())
         .sized(limit.saturating_add(1))
         .keys();
-    page(names.map(|k| k.map(|(_, t)| t)), limit)
+    page(names, limit)
 }
 
 pub fn resolve_tag(r: &impl Reads, repo: &str, tag: &str) -> Result<Option<Digest>> {
