@@ -35,6 +35,10 @@ use crate::error::{Error, Result};
 /// Most rows one call to [`ReadOps::scan`] returns.
 pub const SCAN_PAGE: usize = 256;
 
+/// Most rows the first fetch of a [`Scan::sized`] scan asks for: a listing
+/// keeps every row of its page anyway, so one range walk serves it.
+pub const SIZED_FETCH: usize = 10_001;
+
 /// A raw key/value pair.
 pub type Pair = (Vec<u8>, Vec<u8>);
 
@@ -364,16 +368,18 @@ impl<'a, K: Key, V: Value> Scan<'a, K, V> {
     }
 
     /// A scan whose caller expects to read about `rows` rows (a listing's
-    /// page and one more): the first fetch asks for no more than that, so
-    /// a page of 100 does not decode 256 rows.
+    /// page and one more): the first fetch asks for exactly that (up to
+    /// [`SIZED_FETCH`]), so a page of 100 does not decode 256 rows and a
+    /// page of 2,000 is one walk of the range, not eight.
     pub fn sized(mut self, rows: usize) -> Self {
-        self.fetch = rows.clamp(1, SCAN_PAGE);
+        self.fetch = rows.clamp(1, SIZED_FETCH);
         self
     }
 
     fn refill(&mut self) -> Result<()> {
         let (fetch, values, skip) = (self.fetch, self.values, self.skip);
         let page = &mut self.page;
+        page.reserve(fetch);
         let mut last = Vec::new();
         let n = self.ops.visit(
             self.table,
