@@ -356,6 +356,18 @@ impl Index {
             .await
     }
 
+    /// The size of a blob visible in `repo` that a manifest references.
+    pub async fn referenced_blob_in_repo(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.db
+            .read(move |s| views::referenced_blob_in_repo(s, &repo, &digest))
+            .await
+    }
+
     /// Up to `limit` repositories in which a blob is visible.
     pub async fn blob_repositories(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>> {
         let digest = digest.to_string();

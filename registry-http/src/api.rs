@@ -354,7 +354,10 @@ impl Api {
         headers: &HeaderMap,
         head: bool,
     ) -> ApiResult {
-        let size = self.registry.stat_blob(repo, d).await?;
+        let size = match head {
+            true => self.registry.stat_blob(repo, d).await?,
+            false => self.registry.stat_blob_to_read(repo, d).await?,
+        };
         // A HEAD reads no bytes, so it does not look where they are.
         let source = match head {
             true => None,

@@ -93,6 +93,14 @@ pub fn blob_in_repo(r: &impl Reads, repo: &str, digest: &str) -> Result<Option<u
     Ok(blob_row(r, digest)?.map(|b| b.size))
 }
 
+/// The size of a blob visible in `repo` that a manifest references.
+pub fn referenced_blob_in_repo(r: &impl Reads, repo: &str, digest: &str) -> Result<Option<u64>> {
+    if link_row(r, repo, digest)?.is_none() {
+        return Ok(None);
+    }
+    Ok(blob_row(r, digest)?.filter(|b| b.refs > 0).map(|b| b.size))
+}
+
 pub fn blob_repositories(r: &impl Reads, digest: &str, limit: usize) -> Result<Vec<RepoName>> {
     linked_repos(r, digest)?
         .into_iter()

@@ -56,6 +56,28 @@ impl Registry {
         }
     }
 
+    /// [`Registry::stat_blob`] for a GET, which reads the bytes. A sweep
+    /// dooms the candidates it listed as unreferenced before its
+    /// transaction re-checks them, so a blob a manifest referenced in
+    /// between is doomed, then spared; until the sweep ends, `stat_blob`
+    /// answers it as gone. A GET of such a blob (a pull of a live image)
+    /// reads it instead: the sweep cannot remove a referenced blob, and a
+    /// pull must not fail because a sweep runs. (If the last manifest
+    /// referencing it is deleted meanwhile, the pull raced that delete.) A
+    /// HEAD keeps answering 404: its client then uploads the blob again,
+    /// which protects it, where a 200 could let it skip an upload that the
+    /// sweep then removes.
+    pub async fn stat_blob_to_read(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        match self.stat_blob(repo, digest).await {
+            Err(Error::BlobUnknown(d)) => self
+                .index
+                .referenced_blob_in_repo(repo, digest)
+                .await?
+                .ok_or(Error::BlobUnknown(d)),
+            other => other,
+        }
+    }
+
     /// Where the bytes of a blob of `size` bytes, previously sized with
     /// [`Registry::stat_blob`], are read from: looked up once per read, for
     /// [`Registry::blob_url`] and [`Registry::read_blob`] both.
@@ -297,4 +319,87 @@ async fn read_at_most(mut body: ByteStream, max: u64) -> Result<Prefix> {
     }
     let again = futures::stream::iter(read.into_iter().map(Ok));
     Ok(Longer(again.chain(body).boxed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::blob::FsBlobStore;
+    use crate::clock::Clock;
+    use crate::coord::{Coordination, InProcess};
+    use crate::index::{Index, UnreferencedBlob};
+    use crate::names::Reference;
+    use crate::observe::NoObserver;
+    use crate::registry::Options;
+
+    fn body(bytes: Vec<u8>) -> ByteStream {
+        futures::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed()
+    }
+
+    fn unreferenced(d: &Digest) -> UnreferencedBlob {
+        UnreferencedBlob {
+            digest: d.clone(),
+            size: 0,
+            since_ms: 0,
+            seen_ms: 0,
+        }
+    }
+
+    /// A sweep dooms what it listed as unreferenced; a blob a manifest
+    /// references since stays readable by GET (HEAD answers it as gone, so
+    /// its client uploads it again), and an unreferenced doomed one does
+    /// not.
+    #[tokio::test]
+    async fn a_doomed_blob_a_manifest_references_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open_redb(&dir.path().join("index.redb")).unwrap();
+        let blobs = Arc::new(FsBlobStore::open(dir.path()).unwrap());
+        let clock = Clock::system();
+        let node = Arc::new(InProcess::new(Duration::ZERO, clock, Arc::new(NoObserver)));
+        let r = Registry::new(index, blobs, node.clone(), Options::default());
+        let repo: RepoName = "r".parse().unwrap();
+        let (layer, config, loose) = (vec![1u8; 40_000], b"{}".to_vec(), vec![2u8; 40_000]);
+        let mut digests = Vec::new();
+        for bytes in [&layer, &config, &loose] {
+            let d = Digest::sha256_of(bytes);
+            r.put_blob(&repo, &d, body(bytes.clone())).await.unwrap();
+            digests.push(d);
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[1].as_str(), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digests[0].as_str(), "size": 40_000}],
+        });
+        let tag: Reference = "t".parse().unwrap();
+        let bytes = Bytes::from(manifest.to_string());
+        r.put_manifest(&repo, &tag, None, bytes, "test")
+            .await
+            .unwrap();
+        let closed = node.close().await.unwrap();
+        let listed = [unreferenced(&digests[0]), unreferenced(&digests[2])];
+        let doomed = node
+            .doom(&listed, Duration::ZERO, false, false)
+            .await
+            .unwrap();
+        assert_eq!(doomed.len(), 2);
+        assert!(matches!(
+            r.stat_blob(&repo, &digests[0]).await,
+            Err(Error::BlobUnknown(_))
+        ));
+        assert_eq!(
+            r.stat_blob_to_read(&repo, &digests[0]).await.unwrap(),
+            40_000
+        );
+        assert!(matches!(
+            r.stat_blob_to_read(&repo, &digests[2]).await,
+            Err(Error::BlobUnknown(_))
+        ));
+        node.release(&doomed).await.unwrap();
+        drop(closed);
+        assert_eq!(r.stat_blob(&repo, &digests[0]).await.unwrap(), 40_000);
+    }
 }
