@@ -9,11 +9,16 @@
 # (default target/release); PORT (5077); NICE (15): the niceness of the
 # server and the load; DURATION (30m) and WARMUP (5m: the summary and the
 # plot judge the curves after it); RUST_LOG (warn: the request log at
-# `info` writes about 1 MiB/s at this load); CONFIG: more lines for the
-# server's configuration file (such as "[limits]", a newline and
-# "index_cache_bytes = 8388608"). OUT_DIR receives the CSV, the summary,
-# the server log, `ps` snapshots of the machine every minute, the check's
-# report and soak.svg.
+# `info` writes about 1 MiB/s at this load); GRACE (5s): the grace period
+# every collection the load starts asks for; SERVER_GRACE (GRACE): the one
+# in the server's configuration (a node keeps each HEAD/GET confirmation
+# for its configured grace period, whatever shorter grace a run asks for,
+# so with 1 h, the default, the confirmations grow for the soak's first
+# hour); CONFIG: more lines for
+# the server's configuration file (such as "[limits]", a newline and
+# "index_cache_bytes = 8388608"; not a [gc] table: SERVER_GRACE writes it).
+# OUT_DIR receives the CSV, the summary, the server log, `ps` snapshots of
+# the machine every minute, the check's report and soak.svg.
 set -eu
 
 OUT=${1:?usage: deploy/soak/run.sh OUT_DIR [soak options...]}
@@ -23,6 +28,8 @@ PORT=${PORT:-5077}
 NICE=${NICE:-15}
 DURATION=${DURATION:-30m}
 WARMUP=${WARMUP:-5m}
+GRACE=${GRACE:-5s}
+SERVER_GRACE=${SERVER_GRACE:-$GRACE}
 HERE=$(dirname "$0")
 DATA="$OUT/data"
 
@@ -30,7 +37,8 @@ mkdir -p "$OUT"
 rm -rf "$DATA"
 # A short activity log, so that its bound is reached during warm-up and
 # the index file's curve shows what else grows.
-printf 'activity_retention = 5000\n%s\n' "${CONFIG:-}" > "$OUT/soak.toml"
+printf 'activity_retention = 5000\n%s\n[gc]\ngrace = "%s"\n' "${CONFIG:-}" "$SERVER_GRACE" \
+    > "$OUT/soak.toml"
 
 RUST_LOG=${RUST_LOG:-warn} nice -n "$NICE" "$BIN/registry" serve \
     --config "$OUT/soak.toml" --data-dir "$DATA" --addr "127.0.0.1:$PORT" \
@@ -61,7 +69,7 @@ MONITOR=$!
 status=0
 nice -n "$NICE" "$BIN/berth-bench" soak --url "http://127.0.0.1:$PORT" \
     --server-pid "$PID" --data-dir "$DATA" --csv "$OUT/soak.csv" \
-    --duration "$DURATION" --warmup "$WARMUP" "$@" > "$OUT/summary.md" 2> "$OUT/soak.log" || status=$?
+    --duration "$DURATION" --warmup "$WARMUP" --gc-grace "$GRACE" "$@" > "$OUT/summary.md" 2> "$OUT/soak.log" || status=$?
 
 kill -TERM "$PID"
 wait "$PID" || true
