@@ -59,7 +59,7 @@
 //! manifest's `since_ms` lies in the window of the operation that last made
 //! it dangling, an unreferenced blob's `since_ms` in that of the one that
 //! last took its count to 0, a blob's `seen_ms` in that of its last upload
-//! or mount while nothing referenced it, and a freed blob's `since_ms` in that of the operation that
+//! or mount, and a freed blob's `since_ms` in that of the operation that
 //! freed it (or, for a dry run or a preview, would have). Once the index
 //! has reported a value the model holds it exactly: it must not change
 //! while the fact lasts, and cutoffs can be set exactly at it (taken) or
@@ -1345,14 +1345,6 @@ impl Model {
         }
     }
 
-    /// An upload or mount dates the blob's `seen_ms`, unless manifests
-    /// reference it (its grace period then runs from its last dereference).
-    fn see(&mut self, u: &Universe, blob: usize) {
-        if self.blob_refs(u, blob) == 0 {
-            self.seen.insert(blob, self.now);
-        }
-    }
-
     fn apply_facts(&mut self, u: &Universe, op: &Op) -> Vec<Outcome> {
         match *op {
             Op::CommitBlob { repo, blob, upload } => {
@@ -1363,7 +1355,7 @@ impl Model {
                 }
                 self.stored.insert(blob);
                 self.links.insert((repo, blob));
-                self.see(u, blob);
+                self.seen.insert(blob, self.now);
                 vec![Outcome::Ok]
             }
             Op::MountBlob { repo, blob, from } => {
@@ -1376,7 +1368,7 @@ impl Model {
                     return vec![Outcome::Mounted(None)];
                 }
                 self.links.insert((repo, blob));
-                self.see(u, blob);
+                self.seen.insert(blob, self.now);
                 vec![Outcome::Mounted(Some(BLOB_SIZES[blob]))]
             }
             Op::UnlinkBlob { repo, blob } => {

@@ -80,15 +80,9 @@ fn remove_link(tx: &mut Tx<'_>, repo: &str, digest: &str, size: u64) -> Result<(
     adjust_repo(tx, repo, RepoCounts::links(-1, -(size as i64)))
 }
 
-/// A blob uploaded or mounted again restarts its grace period, if nothing
-/// references it. A referenced blob needs no new time (and its row, often
-/// a base layer every push names, no write): no sweep takes it before a
-/// grace period has passed since it lost its last reference, which is
-/// after this upload (`unreferenced` records when).
+/// A blob uploaded or mounted again restarts its grace period.
 fn mark_seen(tx: &mut Tx<'_>, digest: &str) -> Result<()> {
-    if let Some(mut row) = blob_row(tx, digest)?
-        && row.refs == 0
-    {
+    if let Some(mut row) = blob_row(tx, digest)? {
         row.seen_ms = tx.now_ms();
         tx.put(BLOBS, digest, &row)?;
     }
