@@ -313,9 +313,7 @@ impl Index {
     /// Whether the repository holds anything (tags, manifests, blobs, uploads).
     pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
         let repo = repo.to_string();
-        self.db
-            .read(move |s| Ok(counters::repo_row(s, &repo)?.is_some()))
-            .await
+        self.db.read(move |s| counters::repo_exists(s, &repo)).await
     }
 
     /// Tags of a repository in lexical order, starting after `after`;
@@ -713,7 +711,12 @@ pub(crate) fn commit_blob(
     }
     refs::commit_blob(tx, repo, digest, size)?;
     if let Some(id) = upload {
-        uploads::delete_upload(tx, id)?;
+        // The link just made keeps `repo`; a session of another repository
+        // may have been the last thing in that one.
+        let closed = uploads::close_upload(tx, id)?;
+        if closed != repo {
+            counters::settle_repo(tx, &closed)?;
+        }
     }
     Ok(())
 }

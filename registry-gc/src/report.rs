@@ -95,8 +95,12 @@ pub struct RunReport {
     pub fence_total_ms: f64,
     pub fence_max_ms: f64,
     pub fence_durations_ms: Vec<f64>,
-    /// Pushes that waited for this run's fences, and pushes refused.
+    /// Pushes that waited for this run's fences (this node).
     pub writes_waited: u64,
+    /// Commits refused because a sweep held what they wrote, while the run
+    /// lasted: on this node alone, or on every node of a cluster (counted
+    /// when each refusal is recorded, so a refusal of a concurrent run on
+    /// another node counts too).
     pub writes_refused: u64,
     /// Blob bytes stored when the run ended.
     pub stored_bytes: u64,

@@ -93,6 +93,7 @@ impl Collector {
             .prune_confirmations(grace.max(self.config.grace))
             .await?;
         let counts_before = self.registry.fence_counts();
+        let refused_before = self.registry.writes_refused().await?;
 
         if settings.retention {
             update(report, |r| r.phase = "retention".into());
@@ -121,9 +122,10 @@ impl Collector {
             self.reconcile(report, cutoff).await?;
         }
         let counts = self.registry.fence_counts();
+        let refused = self.registry.writes_refused().await?;
         update(report, |r| {
             r.writes_waited = counts.writes_waited - counts_before.writes_waited;
-            r.writes_refused = counts.writes_refused - counts_before.writes_refused;
+            r.writes_refused = refused.saturating_sub(refused_before);
         });
         Ok(())
     }

@@ -7,15 +7,18 @@
 //! - A transaction closure runs on a blocking thread with a pooled
 //!   connection, in a `SERIALIZABLE` transaction: every rule keeps working
 //!   as it does under redb's single writer. Its reads go to the database;
-//!   its writes are kept in memory (an `Overlay`) and sent at the end in
-//!   one batch per table, so a push costs its reads plus a few statements.
+//!   its writes are kept in memory (an `Overlay`) and sent at the end, one
+//!   statement per table and all of them pipelined in one round trip, then
+//!   COMMIT: a transaction costs its reads plus two round trips.
 //!   A serialization failure or a deadlock runs the closure again (with
 //!   backoff), never reaching the client; a lost connection answers
 //!   `Unavailable` (503) and turns `health()` red.
 //! - Reads run in a `REPEATABLE READ READ ONLY` transaction: one consistent
 //!   snapshot for all the reads of an operation.
 //! - Counters are sharded: each transaction updates one of `shards` rows of
-//!   a running total, so pushes do not all update one row.
+//!   a running total (and of a repository's counters), so pushes do not all
+//!   update one row; the running transactions of a node each get a shard
+//!   no other one uses while there are enough.
 //! - Ids (`next_id`) come from sequences, so they may commit out of order:
 //!   a transaction retried after a conflict reuses the ids it drew, and one
 //!   that would send COMMIT more than `max_id_hold` after drawing its first

@@ -12,7 +12,13 @@
 use std::ops::Bound;
 
 /// The newest schema version this build knows.
-pub const LATEST: i32 = 1;
+///
+/// 2: a repository's counters are sharded (`berth_repo_counts`, made by
+/// [`create_tables`]) on top of the counts its `berth_repos` row holds,
+/// which stay as their base. Nothing to convert; the version makes a
+/// build that knows only 1 refuse the database, since it would take the
+/// base for the whole count.
+pub const LATEST: i32 = 2;
 
 /// A constant for `pg_advisory_lock`, so that nodes starting together
 /// migrate one after the other.
@@ -30,6 +36,7 @@ pub fn sequence(name: &str) -> String {
 pub fn migration(version: i32, tables: &[&str]) -> Vec<String> {
     match version {
         1 => create_tables(tables),
+        // Nothing to convert (see LATEST); create_tables runs at every start.
         _ => Vec::new(),
     }
 }

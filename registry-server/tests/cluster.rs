@@ -66,6 +66,7 @@ async fn one_registry_on_three_nodes() {
     chunked_upload_across_nodes(&cluster).await;
     confirmation_on_one_node_protects_from_a_run_on_another(&cluster).await;
     one_collection_at_a_time(&cluster).await;
+    refusals_on_every_node_count_in_the_report(&cluster).await;
     a_node_killed_mid_push(&mut cluster).await;
     println!(
         "cluster measurements (soak): {} runs, {} blobs swept in {} sweeps, sweep critical \
@@ -329,6 +330,102 @@ async fn one_collection_at_a_time(cluster: &Cluster) {
     }
     // The slot is free again, on any node.
     run_on(&cluster.node(2), json!({"dry_run": true})).await;
+}
+
+/// While node 0 collects garbage in small batches, clients push the same
+/// blobs again through nodes 1 and 2; a push whose blob a sweep holds is
+/// refused (503). The run's report counts the refusals of every node: as
+/// many as the nodes' metrics counted over the whole round. Whether a
+/// push meets a sweep is chance, so rounds (each on new garbage) go on
+/// until one did.
+async fn refusals_on_every_node_count_in_the_report(cluster: &Cluster) {
+    for round in 0..6 {
+        let (counted, answered_503) = refusals_round(cluster, round).await;
+        if counted > 0 {
+            assert!(
+                answered_503 >= counted,
+                "{counted} refusals, {answered_503} answered 503"
+            );
+            return;
+        }
+    }
+    panic!("in 6 runs, no push met a sweep");
+}
+
+/// One round: (refusals the nodes counted, pushes answered 503); panics if
+/// the run's report disagrees with the nodes.
+async fn refusals_round(cluster: &Cluster, round: usize) -> (u64, u64) {
+    use futures::StreamExt as _;
+    let c = cluster.client();
+    let blobs: Vec<Vec<u8>> = (0..240)
+        .map(|i| format!("held garbage {round}/{i}").into_bytes())
+        .collect();
+    let pushes = blobs.iter().map(|b| c.push_blob("gc/held", b));
+    futures::stream::iter(pushes)
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let label = ["result=\"refused\""];
+    let before = cluster.metric("berth_gc_fenced_writes_total", &label).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let blobs = Arc::new(blobs);
+    let pushers: Vec<_> = (0..4)
+        .map(|w| {
+            tokio::spawn(push_again(
+                cluster.node(1 + w % 2),
+                w,
+                blobs.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let report = run_on(&cluster.node(0), json!({"grace": "1s"})).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answered_503 = 0;
+    for p in pushers {
+        answered_503 += p.await.unwrap();
+    }
+    let after = cluster.metric("berth_gc_fenced_writes_total", &label).await;
+    let counted = (after - before) as u64;
+    println!(
+        "refusals during a run on node 0 (round {round}): {counted} counted by the nodes, {} in \
+         the report, {answered_503} pushes answered 503",
+        report["writes_refused"]
+    );
+    assert_eq!(report["state"], "succeeded", "{report:#}");
+    assert_eq!(
+        report["writes_refused"].as_u64(),
+        Some(counted),
+        "{report:#}"
+    );
+    (counted, answered_503)
+}
+
+/// Pushes `blobs` again through `node` until `stop`; returns how many
+/// were answered 503. Slowly: a blob pushed again is protected for the
+/// grace period, and most must stay collectable for the sweeps to hold them.
+async fn push_again(
+    node: Client,
+    w: usize,
+    blobs: Arc<Vec<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    let mut refused = 0u64;
+    let mut i = w * 31;
+    while !stop.load(Ordering::Relaxed) {
+        let b = &blobs[i % blobs.len()];
+        let path = format!("/v2/gc/held/blobs/uploads/?digest={}", sha256(b));
+        let res = node.post(&path).body(b.clone()).send().await.unwrap();
+        match res.status().as_u16() {
+            201 => {}
+            503 => refused += 1,
+            s => panic!("re-push: {s} {}", res.text().await.unwrap()),
+        }
+        i += 7;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    refused
 }
 
 /// Polls run `id` on every node until node 0 says it finished; returns,

@@ -111,7 +111,15 @@ pub trait Coordination: Send + Sync + 'static {
     async fn release(&self, digests: &[Digest]) -> Result<()>;
 
     /// Counts a commit refused because a sweep held what it wrote.
-    fn refused(&self) {}
+    async fn refused(&self) {}
+
+    /// Commits refused because a sweep held what they wrote, since this
+    /// node started, or, where the coordination is shared, on every node
+    /// since the store was created: a run's report counts the difference
+    /// over the run.
+    async fn writes_refused(&self) -> Result<u64> {
+        Ok(self.fence_counts().writes_refused)
+    }
 
     /// Forgets confirmations older than `grace` (they protect nothing).
     async fn prune(&self, grace: Duration) -> Result<()>;
@@ -131,6 +139,12 @@ pub trait Coordination: Send + Sync + 'static {
     }
 
     // ---- upload sessions that hold no data yet ----
+
+    /// Whether empty sessions live in the index's `empty_uploads` table
+    /// (so a blob's commit can take one in its own transaction).
+    fn empty_uploads_in_index(&self) -> bool {
+        false
+    }
 
     async fn put_empty_upload(&self, id: &str, upload: Upload) -> Result<()>;
     async fn empty_upload(&self, id: &str) -> Result<Option<Upload>>;

@@ -16,7 +16,7 @@ use crate::db::Db;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::index::{UnreferencedBlob, Upload};
-use crate::model::shared;
+use crate::model::{counters, shared};
 use crate::observe::Observer;
 
 /// How long an upload session's lease lasts without being renewed: longer
@@ -174,9 +174,26 @@ impl Coordination for Shared {
         self.db.write(move |tx| shared::release(tx, &names)).await
     }
 
-    fn refused(&self) {
+    async fn refused(&self) {
         self.counters.refused.fetch_add(1, Ordering::Relaxed);
         self.observer.write_fenced(true);
+        // Counted in the index too, so that a run's report counts the
+        // refusals of every node. Rare (only while a sweep holds what a
+        // commit writes), so one more transaction is cheap; a count that
+        // cannot be written is only a count.
+        let counted = self
+            .db
+            .write(|tx| counters::bump(tx, counters::WRITES_REFUSED, 1))
+            .await;
+        if let Err(e) = counted {
+            tracing::warn!(error = %e, "could not count a refused write in the index");
+        }
+    }
+
+    async fn writes_refused(&self) -> Result<u64> {
+        self.db
+            .read(|r| counters::total(r, counters::WRITES_REFUSED))
+            .await
     }
 
     async fn prune(&self, grace: Duration) -> Result<()> {
@@ -204,6 +221,10 @@ impl Coordination for Shared {
 
     fn solitary(&self) -> bool {
         false
+    }
+
+    fn empty_uploads_in_index(&self) -> bool {
+        true
     }
 
     async fn put_empty_upload(&self, id: &str, upload: Upload) -> Result<()> {

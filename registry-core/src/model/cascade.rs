@@ -6,9 +6,10 @@
 
 use std::collections::VecDeque;
 
+use super::counters::{repo_exists, settle_repo};
 use super::manifests::{delete_manifest, delete_tag, manifest_row, manifests_in, referrers_of};
-use super::refs::{force_remove, freed_blobs, linked_repos, unlink_blob};
-use super::{DANGLING, LINKS, TAGS, counters::repo_row};
+use super::refs::{force_remove, freed_blobs, linked_repos, unlink_unsettled};
+use super::{DANGLING, LINKS, TAGS};
 use crate::db::{Reads, Tx, prefix};
 use crate::error::{Error, Result};
 use crate::index::{Collected, RemovedManifest, UnreferencedBlob};
@@ -76,7 +77,7 @@ pub fn delete_with_cascade(
 /// Removes every tag, manifest and blob link of a repository. Its blobs
 /// nothing else references become unreferenced.
 pub fn delete_repository(tx: &mut Tx<'_>, repo: &str) -> Result<Vec<Removed>> {
-    if repo_row(tx, repo)?.is_none() {
+    if !repo_exists(tx, repo)? {
         return Err(Error::NameUnknown);
     }
     let tags: Vec<(String, String)> = tx
@@ -108,8 +109,9 @@ pub fn delete_repository(tx: &mut Tx<'_>, repo: &str) -> Result<Vec<Removed>> {
         .keys()
         .collect::<Result<_>>()?;
     for (_, digest) in &links {
-        unlink_blob(tx, repo, digest)?;
+        unlink_unsettled(tx, repo, digest)?;
     }
+    settle_repo(tx, repo)?;
     Ok(deleted)
 }
 

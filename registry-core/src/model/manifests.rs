@@ -1,6 +1,7 @@
 //! Storing manifests, tags, and deleting them, with every count they imply.
 
-use super::counters::{self, adjust_repo, bump};
+use super::RepoCounts;
+use super::counters::{self, adjust_repo, bump, settle_repo};
 use super::dangling::refresh_dangling;
 use super::refs::{adjust_blob_refs, adjust_link_refs, blob_row, ensure_link, link_row};
 use super::{
@@ -151,7 +152,7 @@ fn insert_manifest(
         tags: 0,
     };
     set_manifest_row(tx, repo, digest, &row)?;
-    adjust_repo(tx, repo, |r| r.manifests += 1)?;
+    adjust_repo(tx, repo, RepoCounts::manifests(1))?;
     bump(tx, counters::MANIFESTS, 1)?;
     refresh_dangling(tx, repo, digest)?;
     // Referrers pushed before this subject are attached now.
@@ -175,7 +176,7 @@ fn set_tag(tx: &mut Tx<'_>, repo: &str, tag: &str, digest: &str) -> Result<()> {
             tag_manifest(tx, repo, digest, tag)
         }
         None => {
-            adjust_repo(tx, repo, |r| r.tags += 1)?;
+            adjust_repo(tx, repo, RepoCounts::tags(1))?;
             bump(tx, counters::TAGS, 1)?;
             tag_manifest(tx, repo, digest, tag)
         }
@@ -206,7 +207,8 @@ pub fn delete_tag(tx: &mut Tx<'_>, repo: &str, tag: &str) -> Result<String> {
         return Err(Error::ManifestUnknown);
     };
     untag_manifest(tx, repo, &old.digest, tag)?;
-    adjust_repo(tx, repo, |r| r.tags = r.tags.saturating_sub(1))?;
+    // Its manifest stays, so the repository does too.
+    adjust_repo(tx, repo, RepoCounts::tags(-1))?;
     bump(tx, counters::TAGS, -1)?;
     Ok(old.digest)
 }
@@ -230,7 +232,7 @@ pub fn delete_manifest(tx: &mut Tx<'_>, repo: &str, digest: &str) -> Result<Mani
     }
     if !tags.is_empty() {
         let n = tags.len() as u64;
-        adjust_repo(tx, repo, |r| r.tags = r.tags.saturating_sub(n))?;
+        adjust_repo(tx, repo, RepoCounts::tags(-(n as i64)))?;
         bump(tx, counters::TAGS, -(n as i64))?;
     }
     for b in &row.blobs {
@@ -251,8 +253,13 @@ pub fn delete_manifest(tx: &mut Tx<'_>, repo: &str, digest: &str) -> Result<Mani
     tx.delete(MANIFESTS, (repo, digest))?;
     tx.delete(super::DANGLING, (repo, digest))?;
     tx.delete(super::PULLS, (repo, digest))?;
-    adjust_repo(tx, repo, |r| r.manifests = r.manifests.saturating_sub(1))?;
+    adjust_repo(tx, repo, RepoCounts::manifests(-1))?;
     bump(tx, counters::MANIFESTS, -1)?;
+    // The links of its blobs stay (and keep the repository); a manifest
+    // without blobs may have been the last thing in it.
+    if row.blobs.is_empty() {
+        settle_repo(tx, repo)?;
+    }
     // Its referrers are orphaned now.
     for referrer in referrers_of(tx, repo, digest)? {
         refresh_dangling(tx, repo, &referrer)?;

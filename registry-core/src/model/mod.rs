@@ -49,8 +49,11 @@ use crate::db::codec::Row;
 use crate::index::Upload;
 use crate::manifest::Kind;
 
-/// repository -> its counters
+/// repository -> when it appeared, and the base of its counters: the row
+/// exists exactly while the repository holds anything (see [`counters`])
 pub const REPOS: Table<String, RepoRow> = Table::new("repos");
+/// (repository, shard) -> this shard's part of the repository's counters
+pub const REPO_COUNTS: Table<(String, u64), RepoCounts> = Table::new("repo_counts");
 /// (repository, tag) -> where it points
 pub const TAGS: Table<(String, String), TagRow> = Table::new("tags");
 /// (repository, manifest digest, tag): the tags pointing at a manifest
@@ -130,6 +133,7 @@ pub const TABLES: &[&str] = &[
     PULLS.name,
     BLOB_DATA.name,
     HOOK_CURSORS.name,
+    REPO_COUNTS.name,
 ];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -146,6 +150,86 @@ pub struct RepoRow {
 impl RepoRow {
     fn is_empty(&self) -> bool {
         self.manifests == 0 && self.tags == 0 && self.links == 0 && self.uploads == 0
+    }
+}
+
+/// A change to a repository's counters, and a shard's part of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoCounts {
+    pub manifests: i64,
+    pub tags: i64,
+    pub links: i64,
+    pub uploads: i64,
+    pub link_bytes: i64,
+}
+
+impl RepoCounts {
+    pub fn manifests(n: i64) -> RepoCounts {
+        RepoCounts {
+            manifests: n,
+            ..RepoCounts::default()
+        }
+    }
+
+    pub fn tags(n: i64) -> RepoCounts {
+        RepoCounts {
+            tags: n,
+            ..RepoCounts::default()
+        }
+    }
+
+    pub fn uploads(n: i64) -> RepoCounts {
+        RepoCounts {
+            uploads: n,
+            ..RepoCounts::default()
+        }
+    }
+
+    /// `n` links of `bytes` in all.
+    pub fn links(n: i64, bytes: i64) -> RepoCounts {
+        RepoCounts {
+            links: n,
+            link_bytes: bytes,
+            ..RepoCounts::default()
+        }
+    }
+
+    /// A row's counts as a shard.
+    fn of(row: &RepoRow) -> RepoCounts {
+        let i = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        RepoCounts {
+            manifests: i(row.manifests),
+            tags: i(row.tags),
+            links: i(row.links),
+            uploads: i(row.uploads),
+            link_bytes: i(row.link_bytes),
+        }
+    }
+
+    fn add(&mut self, d: &RepoCounts) {
+        self.manifests += d.manifests;
+        self.tags += d.tags;
+        self.links += d.links;
+        self.uploads += d.uploads;
+        self.link_bytes += d.link_bytes;
+    }
+
+    /// Whether the change adds content (so the repository must exist).
+    fn grows(&self) -> bool {
+        self.manifests > 0 || self.tags > 0 || self.links > 0 || self.uploads > 0
+    }
+
+    /// A sum of shards as counters (a sum below 0 reads as 0).
+    fn into_row(self, created_ms: u64) -> RepoRow {
+        let u = |n: i64| n.max(0) as u64;
+        RepoRow {
+            created_ms,
+            manifests: u(self.manifests),
+            tags: u(self.tags),
+            links: u(self.links),
+            uploads: u(self.uploads),
+            link_bytes: u(self.link_bytes),
+        }
     }
 }
 
@@ -198,6 +282,7 @@ pub struct LinkRow {
 }
 
 impl Row for RepoRow {}
+impl Row for RepoCounts {}
 impl Row for TagRow {}
 impl Row for ManifestRow {}
 impl Row for BlobRow {}

@@ -12,8 +12,8 @@ use super::counters::{self, set_total};
 use super::dangling::refresh_dangling;
 use super::{
     BLOB_DATA, BLOBS, BlobRow, DANGLING, LINKS, LINKS_BY_BLOB, LinkRow, MANIFEST_BODIES,
-    MANIFEST_BODY_REFS, MANIFESTS, ManifestRow, REFERRERS, REPOS, RepoRow, TAGS, TAGS_BY_MANIFEST,
-    TagRow, UNREFERENCED, UPLOADS,
+    MANIFEST_BODY_REFS, MANIFESTS, ManifestRow, REFERRERS, REPO_COUNTS, REPOS, RepoRow, TAGS,
+    TAGS_BY_MANIFEST, TagRow, UNREFERENCED, UPLOADS,
 };
 use crate::db::{Reads, Table, Tx};
 use crate::error::Result;
@@ -400,7 +400,12 @@ impl Recount<'_, '_> {
 
     /// Repository counters.
     fn repositories(&mut self, e: &Expected) -> Result<()> {
-        let repos: BTreeMap<String, RepoRow> = read_all(self.tx, REPOS)?.into_iter().collect();
+        let mut repos = BTreeMap::new();
+        for (name, base) in read_all(self.tx, REPOS)? {
+            let row = counters::with_shards(self.tx, &name, base)?;
+            repos.insert(name, row);
+        }
+        self.stray_shards(&repos)?;
         for (name, row) in &repos {
             let want = e.repos.get(name);
             let same = want.is_some_and(|w| {
@@ -426,9 +431,13 @@ impl Recount<'_, '_> {
                             created_ms: row.created_ms,
                             ..w.clone()
                         };
+                        counters::clear_shards(self.tx, name)?;
                         self.tx.put(REPOS, name, &fixed)?;
                     }
-                    None => self.tx.delete(REPOS, name)?,
+                    None => {
+                        counters::clear_shards(self.tx, name)?;
+                        self.tx.delete(REPOS, name)?;
+                    }
                 }
             }
         }
@@ -441,8 +450,26 @@ impl Recount<'_, '_> {
                         created_ms: self.tx.now_ms(),
                         ..w.clone()
                     };
+                    counters::clear_shards(self.tx, name)?;
                     self.tx.put(REPOS, name, &row)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counter shards of repositories that have no row.
+    fn stray_shards(&mut self, repos: &BTreeMap<String, RepoRow>) -> Result<()> {
+        let names: BTreeSet<String> = read_all(self.tx, REPO_COUNTS)?
+            .into_iter()
+            .map(|((name, _), _)| name)
+            .filter(|name| !repos.contains_key(name))
+            .collect();
+        for name in &names {
+            self.problems
+                .push(format!("repository {name} has counters but no row"));
+            if self.repair {
+                counters::clear_shards(self.tx, name)?;
             }
         }
         Ok(())

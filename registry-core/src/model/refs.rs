@@ -4,8 +4,10 @@
 //! repository. A blob at 0 sits in the unreferenced table, the only place
 //! garbage collection looks.
 
-use super::counters::{self, adjust_repo, bump};
-use super::{BLOB_DATA, BLOBS, BlobRow, LINKS, LINKS_BY_BLOB, LinkRow, UNREFERENCED, broken};
+use super::counters::{self, adjust_repo, bump, settle_repo};
+use super::{
+    BLOB_DATA, BLOBS, BlobRow, LINKS, LINKS_BY_BLOB, LinkRow, RepoCounts, UNREFERENCED, broken,
+};
 use crate::db::{Reads, Tx, prefix};
 use crate::error::{Error, Result};
 
@@ -67,19 +69,15 @@ pub fn ensure_link(tx: &mut Tx<'_>, repo: &str, digest: &str) -> Result<()> {
     tx.put(LINKS, (repo, digest), &row)?;
     tx.put(LINKS_BY_BLOB, (digest, repo), &())?;
     let size = blob_row(tx, digest)?.map_or(0, |b| b.size);
-    adjust_repo(tx, repo, |r| {
-        r.links += 1;
-        r.link_bytes += size;
-    })
+    adjust_repo(tx, repo, RepoCounts::links(1, size as i64))
 }
 
+/// Removes a link; the caller settles the repository (see
+/// [`counters::settle_repo`]), once for all the links it removes.
 fn remove_link(tx: &mut Tx<'_>, repo: &str, digest: &str, size: u64) -> Result<()> {
     tx.delete(LINKS, (repo, digest))?;
     tx.delete(LINKS_BY_BLOB, (digest, repo))?;
-    adjust_repo(tx, repo, |r| {
-        r.links = r.links.saturating_sub(1);
-        r.link_bytes = r.link_bytes.saturating_sub(size);
-    })
+    adjust_repo(tx, repo, RepoCounts::links(-1, -(size as i64)))
 }
 
 /// A blob uploaded or mounted again restarts its grace period.
@@ -159,6 +157,13 @@ pub fn mount_blob(
 /// Removes a blob from `repo`'s view; refused while a manifest there
 /// references it.
 pub fn unlink_blob(tx: &mut Tx<'_>, repo: &str, digest: &str) -> Result<()> {
+    unlink_unsettled(tx, repo, digest)?;
+    settle_repo(tx, repo)
+}
+
+/// [`unlink_blob`] without settling the repository: for a caller that
+/// removes several links of one repository and settles it once.
+pub fn unlink_unsettled(tx: &mut Tx<'_>, repo: &str, digest: &str) -> Result<()> {
     let Some(link) = link_row(tx, repo, digest)? else {
         return Err(Error::BlobUnknown(digest.parse()?));
     };
@@ -181,6 +186,7 @@ pub fn remove_blobs(
     seen_cutoff_ms: u64,
 ) -> Result<Vec<(String, u64)>> {
     let mut removed = Vec::new();
+    let mut touched = std::collections::BTreeSet::new();
     for d in digests {
         let Some(row) = blob_row(tx, d)? else {
             continue;
@@ -190,9 +196,13 @@ pub fn remove_blobs(
         }
         for repo in linked_repos(tx, d)? {
             remove_link(tx, &repo, d, row.size)?;
+            touched.insert(repo);
         }
         forget_blob_row(tx, d, row.size)?;
         removed.push((d.clone(), row.size));
+    }
+    for repo in &touched {
+        settle_repo(tx, repo)?;
     }
     Ok(removed)
 }

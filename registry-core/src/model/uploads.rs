@@ -1,8 +1,8 @@
 //! Upload sessions that hold data (empty ones live with the node, see
 //! `crate::coord`).
 
-use super::UPLOADS;
-use super::counters::{self, adjust_repo, bump};
+use super::counters::{self, adjust_repo, bump, settle_repo};
+use super::{RepoCounts, UPLOADS};
 use crate::db::{Reads, Tx};
 use crate::error::{Error, Result};
 use crate::index::Upload;
@@ -33,7 +33,7 @@ pub fn create_upload(
         store_state,
     };
     tx.put(UPLOADS, id, &row)?;
-    adjust_repo(tx, repo, |r| r.uploads += 1)?;
+    adjust_repo(tx, repo, RepoCounts::uploads(1))?;
     bump(tx, counters::UPLOADS, 1)
 }
 
@@ -55,10 +55,21 @@ pub fn update_upload(
     tx.put(UPLOADS, id, &row)
 }
 
+/// Removes a session that ends without a blob (cancelled, purged, lost):
+/// the repository may be empty after it.
 pub fn delete_upload(tx: &mut Tx<'_>, id: &str) -> Result<()> {
+    let repo = close_upload(tx, id)?;
+    settle_repo(tx, &repo)
+}
+
+/// Removes a session whose blob this transaction links into its
+/// repository (so the repository cannot be empty after it); returns the
+/// repository.
+pub fn close_upload(tx: &mut Tx<'_>, id: &str) -> Result<String> {
     let Some(row) = tx.take(UPLOADS, id)? else {
         return Err(Error::UploadUnknown);
     };
-    adjust_repo(tx, &row.repo, |r| r.uploads = r.uploads.saturating_sub(1))?;
-    bump(tx, counters::UPLOADS, -1)
+    adjust_repo(tx, &row.repo, RepoCounts::uploads(-1))?;
+    bump(tx, counters::UPLOADS, -1)?;
+    Ok(row.repo)
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::cascade::{self, freed_bytes};
-use super::counters::repo_row;
+use super::counters::{self, repo_row};
 use super::manifests::{manifest_row, manifests_in, referrers_of};
 use super::refs::{blob_row, link_row, linked_repos};
 use super::{BLOBS, DANGLING, MANIFEST_BODIES, REPOS, TAGS, UNREFERENCED, UPLOADS};
@@ -42,7 +42,7 @@ pub fn repositories(r: &impl Reads, after: Option<&str>, limit: usize) -> Result
 }
 
 pub fn tags(r: &impl Reads, repo: &str, after: Option<&str>, limit: usize) -> Result<Page> {
-    if repo_row(r, repo)?.is_none() {
+    if !counters::repo_exists(r, repo)? {
         return Err(Error::NameUnknown);
     }
     let after = after.map(|a| codec::key::<(String, String)>((repo, a)));
@@ -236,6 +236,7 @@ pub fn repository_summaries(
         if out.len() == limit {
             return Ok((out, true));
         }
+        let row = counters::with_shards(r, &name, row)?;
         out.push(RepoSummary {
             name,
             tags: row.tags,

@@ -7,16 +7,20 @@
 //! in the index first for blobs no larger than [`INLINE_CEILING`].
 
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::Registry;
 use crate::blob::ByteStream;
+use crate::coord::Pass;
+use crate::db::Tx;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::index::commit_blob;
-use crate::model::shared::check_pass;
+use crate::model::shared::{self, check_pass};
 use crate::model::{log, refs};
 use crate::names::RepoName;
 
@@ -168,50 +172,57 @@ impl Registry {
             digest.to_string(),
             from.map(|f| f.to_string()),
         );
-        let mounted = self
+        self.fenced_write(&pass, move |tx| {
+            refs::mount_blob(tx, &r, &d, from.as_deref())
+        })
+        .await
+    }
+
+    /// Runs `f` in a transaction that first checks no sweep took what
+    /// `pass` covers ([`check_pass`]); counts the commit as refused by the
+    /// fence only when that check refused it (not when the index was busy).
+    async fn fenced_write<T, F>(&self, pass: &Pass, mut f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        let conditions = pass.conditions.clone();
+        let fenced = Arc::new(AtomicBool::new(false));
+        let seen = fenced.clone();
+        let written = self
             .index
             .db()
             .write(move |tx| {
-                check_pass(tx, &pass.conditions)?;
-                refs::mount_blob(tx, &r, &d, from.as_deref())
+                // The flag tells about the last run of the closure only.
+                let refused = check_pass(tx, &conditions);
+                seen.store(refused.is_err(), Ordering::Relaxed);
+                refused?;
+                f(tx)
             })
             .await;
-        self.noted(mounted)
-    }
-
-    /// Counts a commit refused because a sweep held its blob.
-    fn noted<T>(&self, r: Result<T>) -> Result<T> {
-        if let Err(Error::Unavailable(_)) = &r {
-            self.node.refused();
+        if written.is_err() && fenced.load(Ordering::Relaxed) {
+            self.node.refused().await;
         }
-        r
+        written
     }
 
     /// Records a blob whose bytes are at their content address, if no sweep
     /// took them since `pass` was read.
     async fn record_blob(
         &self,
-        pass: &crate::coord::Pass,
+        pass: &Pass,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
-        closes: Option<&str>,
+        closes: Closes<'_>,
     ) -> Result<()> {
-        let conditions = pass.conditions.clone();
-        let (r, d, closes) = (
-            repo.to_string(),
-            digest.to_string(),
-            closes.map(str::to_owned),
-        );
-        let recorded = self
-            .index
-            .db()
-            .write(move |tx| {
-                check_pass(tx, &conditions)?;
-                commit_blob(tx, &r, &d, size, closes.as_deref())
-            })
-            .await;
-        self.noted(recorded)
+        let (r, d) = (repo.to_string(), digest.to_string());
+        let (recorded, empty) = closes.owned();
+        self.fenced_write(pass, move |tx| {
+            take_empty(tx, empty.as_deref())?;
+            commit_blob(tx, &r, &d, size, recorded.as_deref())
+        })
+        .await
     }
 
     /// Receives a whole blob in one request and stores it under `digest`:
@@ -222,13 +233,25 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
     ) -> Result<u64> {
+        self.put_blob_closing(repo, digest, body, Closes::Nothing)
+            .await
+    }
+
+    /// [`Registry::put_blob`], closing the session `closes` in the commit.
+    pub(super) async fn put_blob_closing(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+        closes: Closes<'_>,
+    ) -> Result<u64> {
         let limits = self.options.limits;
         let small = limits
             .inline_blob_bytes
             .min(INLINE_CEILING)
             .min(limits.max_blob_bytes);
         let body = match read_at_most(body, small).await? {
-            Whole(bytes) => return self.put_inline_blob(repo, digest, bytes).await,
+            Whole(bytes) => return self.put_inline_blob(repo, digest, bytes, closes).await,
             Longer(body) => body,
         };
         let id = new_upload_id();
@@ -242,12 +265,18 @@ impl Registry {
             }
         };
         let size = self.blobs.publish(staged, digest).await?;
-        self.record_blob(&pass, repo, digest, size, None).await?;
+        self.record_blob(&pass, repo, digest, size, closes).await?;
         Ok(size)
     }
 
     /// Checks and records a small blob with its bytes, in one commit.
-    async fn put_inline_blob(&self, repo: &RepoName, digest: &Digest, bytes: Bytes) -> Result<u64> {
+    async fn put_inline_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        bytes: Bytes,
+        closes: Closes<'_>,
+    ) -> Result<u64> {
         let actual = Digest::of(digest.algorithm(), &bytes);
         if actual != *digest {
             return Err(Error::DigestMismatch {
@@ -256,17 +285,14 @@ impl Registry {
             });
         }
         let pass = self.node.pass(std::slice::from_ref(digest)).await?;
-        let conditions = pass.conditions.clone();
         let (r, d, size) = (repo.to_string(), digest.to_string(), bytes.len() as u64);
-        let recorded = self
-            .index
-            .db()
-            .write(move |tx| {
-                check_pass(tx, &conditions)?;
-                refs::commit_inline_blob(tx, &r, &d, &bytes)
-            })
-            .await;
-        self.noted(recorded).map(|()| size)
+        let (_, empty) = closes.owned();
+        self.fenced_write(&pass, move |tx| {
+            take_empty(tx, empty.as_deref())?;
+            refs::commit_inline_blob(tx, &r, &d, &bytes)
+        })
+        .await
+        .map(|()| size)
     }
 
     /// Puts an upload's bytes at their content address and records the
@@ -277,7 +303,7 @@ impl Registry {
         id: &str,
         got: crate::blob::Appended,
         digest: &Digest,
-        closes: Option<&str>,
+        closes: Closes<'_>,
     ) -> Result<u64> {
         let size = got.offset;
         let pass = self.node.pass(std::slice::from_ref(digest)).await?;
@@ -286,6 +312,37 @@ impl Registry {
             .await?;
         self.record_blob(&pass, repo, digest, size, closes).await?;
         Ok(size)
+    }
+}
+
+/// The upload session a blob's commit closes in its own transaction.
+#[derive(Clone, Copy)]
+pub(super) enum Closes<'a> {
+    Nothing,
+    /// A session recorded in `uploads`.
+    Recorded(&'a str),
+    /// An empty session kept in the index's `empty_uploads` (several
+    /// nodes): taking it in the commit saves a transaction of its own.
+    Empty(&'a str),
+}
+
+impl Closes<'_> {
+    /// (the recorded session, the empty session), owned for a closure.
+    fn owned(self) -> (Option<String>, Option<String>) {
+        match self {
+            Closes::Nothing => (None, None),
+            Closes::Recorded(id) => (Some(id.to_owned()), None),
+            Closes::Empty(id) => (None, Some(id.to_owned())),
+        }
+    }
+}
+
+/// Takes the empty session `id` (if given): refused (before any write) if
+/// another request took it first.
+fn take_empty(tx: &mut Tx<'_>, id: Option<&str>) -> Result<()> {
+    match id {
+        Some(id) if shared::take_empty_upload(tx, id)?.is_none() => Err(Error::UploadUnknown),
+        _ => Ok(()),
     }
 }
 

@@ -220,4 +220,11 @@ impl Registry {
     pub fn fence_counts(&self) -> FenceCounts {
         self.node.fence_counts()
     }
+
+    /// Commits refused because a sweep held what they wrote: on this node
+    /// since it started, or on every node when several share the store
+    /// (see [`crate::coord::Coordination::writes_refused`]).
+    pub async fn writes_refused(&self) -> Result<u64> {
+        self.node.writes_refused().await
+    }
 }

@@ -3,7 +3,7 @@
 //! commit that stores their blob.
 
 use super::Registry;
-use super::blobs::new_upload_id;
+use super::blobs::{Closes, new_upload_id};
 use crate::blob::{Appended, ByteStream, valid_upload_id};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
@@ -202,6 +202,16 @@ impl Registry {
         range: Option<(u64, u64)>,
         body: Option<ByteStream>,
     ) -> Result<u64> {
+        let body = match (body, range) {
+            (Some(whole), None) if self.node.empty_uploads_in_index() => {
+                let (session, held) = self.session(repo, id).await?;
+                if held == Held::Empty {
+                    return self.finish_empty(repo, id, &session, digest, whole).await;
+                }
+                Some(whole)
+            }
+            (body, _) => body,
+        };
         let _lock = self.node.lock_upload(id).await?;
         let (session, held) = self.session(repo, id).await?;
         let finished = self
@@ -211,6 +221,35 @@ impl Registry {
             self.forget_empty_if_full(e, id, &session, held).await;
         }
         finished
+    }
+
+    /// A whole blob pushed on a session that holds nothing yet, where such
+    /// sessions live in the index (several nodes): without the session's
+    /// lease, whose taking and giving back would be two transactions of
+    /// their own. Nothing is appended to the session, so there is nothing
+    /// another request on it could interleave with; the blob's commit takes
+    /// the session in its own transaction, so of two requests closing it
+    /// one commits and the other finds it gone (`BLOB_UPLOAD_UNKNOWN`).
+    async fn finish_empty(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        session: &Upload,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let stored = self
+            .put_blob_closing(repo, digest, body, Closes::Empty(id))
+            .await;
+        match &stored {
+            // Not the digest named: the session ends.
+            Err(Error::DigestMismatch { .. } | Error::UploadInvalid(_)) => {
+                self.node.take_empty_upload(id).await?;
+            }
+            Err(e) => self.forget_empty_if_full(e, id, session, Held::Empty).await,
+            Ok(_) => {}
+        }
+        stored
     }
 
     /// [`Registry::finish_upload`] under the session's lock, on the session
@@ -247,7 +286,10 @@ impl Registry {
                 state: session.store_state.clone(),
             },
         };
-        let closes = (held == Held::Recorded).then_some(id);
+        let closes = match held {
+            Held::Recorded => Closes::Recorded(id),
+            Held::Empty => Closes::Nothing,
+        };
         match self.store_blob(repo, id, got, digest, closes).await {
             Ok(size) => {
                 if held == Held::Empty {

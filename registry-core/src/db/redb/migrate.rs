@@ -5,6 +5,11 @@
 //! and byte values (see `db::codec`), so one set of rules serves every back
 //! end. The upgrade runs in one write transaction at start-up: a crash
 //! during it leaves layout 1 untouched, and the next start upgrades again.
+//!
+//! Layout 3 adds `repo_counts` (a repository's counters, sharded) and
+//! reads the counts a layout-2 `repos` row holds as their base, so nothing
+//! is converted: the version only makes a build that knows layout 2 alone
+//! refuse the file, since it would take the base for the whole count.
 
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -15,7 +20,7 @@ use crate::error::{Error, Result};
 
 pub const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const VERSION_KEY: &str = "schema_version";
-pub const LAYOUT: &str = "2";
+pub const LAYOUT: &str = "3";
 /// Where a table's rows wait while its old table is replaced.
 const TEMP: &str = "upgrade.tmp";
 
@@ -28,9 +33,10 @@ pub fn to_current(db: &Database, tables: &[&'static str]) -> Result<()> {
         match version.as_deref() {
             None => {}
             Some("1") => {
-                tracing::info!("upgrading the index file from layout 1 to layout 2");
+                tracing::info!("upgrading the index file from layout 1 to layout 3");
                 from_v1(&txn)?;
             }
+            Some("2") => tracing::info!("index file layout 2 is now layout 3"),
             Some(LAYOUT) => {}
             Some(other) => {
                 return Err(Error::Storage(format!(
