@@ -576,14 +576,11 @@ impl BlobStore for S3BlobStore {
         expected: &Digest,
     ) -> Result<()> {
         match self.place(id, size, hasher, state, expected).await {
-            Ok(()) => {
-                // The upload's own objects are garbage now; a failure here
-                // leaves them to the next start-up's recovery.
-                if let Err(e) = self.delete_upload(id, &[]).await {
-                    tracing::warn!(upload = id, error = %e, "could not remove upload objects");
-                }
-                Ok(())
-            }
+            // The upload's own objects stay until the index commit that
+            // records the blob succeeds (the registry then deletes them):
+            // on a cluster a sweep may refuse that commit, and the client's
+            // retry of its closing PUT places the blob again from them.
+            Ok(()) => Ok(()),
             Err(e @ Error::UploadInvalid(_)) => {
                 // The registry ends the session: its objects go with it.
                 let _ = self.delete_upload(id, state).await;

@@ -311,6 +311,14 @@ impl Registry {
             .commit_upload(id, size, got.hasher, &got.state, digest)
             .await?;
         self.record_blob(&pass, repo, digest, size, closes).await?;
+        // Only now is what the upload left garbage (an object store keeps
+        // it until here, so that a commit refused by a sweep can be retried;
+        // a filesystem upload was renamed into place already). A failure
+        // leaves it to the next start-up's recovery. No store state: a
+        // multipart upload the store completed is not to be aborted.
+        if let Err(e) = self.blobs.delete_upload(id, &[]).await {
+            tracing::warn!(upload = id, error = %e, "could not remove upload objects");
+        }
         Ok(size)
     }
 }
