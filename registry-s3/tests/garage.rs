@@ -100,5 +100,9 @@ async fn an_upload_of_whole_parts_is_listed() {
         .await
         .unwrap();
     assert_eq!(s.stat(&d).await.unwrap(), Some(2 * part as u64));
+    // The upload's objects stay until the registry's index commit (a
+    // refused one is retried from them); then it deletes them.
+    assert_eq!(s.list_uploads().await.unwrap(), ["u2"]);
+    s.delete_upload("u2", &[]).await.unwrap();
     assert!(s.list_uploads().await.unwrap().is_empty());
 }
