@@ -590,6 +590,12 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    async fn upload_recorded(&self, id: &str) -> Result<()> {
+        // No state: the multipart upload `commit_upload` completed is not
+        // to be aborted.
+        self.delete_upload(id, &[]).await
+    }
+
     async fn delete_upload(&self, id: &str, state: &[u8]) -> Result<()> {
         let st = UploadState::decode(state).unwrap_or_default();
         if let Some(mp) = &st.multipart {

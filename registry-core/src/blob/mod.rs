@@ -93,6 +93,15 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes an upload's data, if any.
     async fn delete_upload(&self, id: &str, state: &[u8]) -> Result<()>;
 
+    /// Called once the index commit that records a blob committed by
+    /// [`BlobStore::commit_upload`] succeeded: a store that kept the
+    /// upload's data until then (so that a refused commit can be retried)
+    /// removes it. Nothing by default: a store whose commit moved the data
+    /// into place has nothing left.
+    async fn upload_recorded(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Deletes blobs at their content addresses (those already gone are
     /// fine). Called only after the index transaction that forgot them has
     /// committed, inside the fence (a sweep's batch, bounded).

@@ -312,11 +312,9 @@ impl Registry {
             .await?;
         self.record_blob(&pass, repo, digest, size, closes).await?;
         // Only now is what the upload left garbage (an object store keeps
-        // it until here, so that a commit refused by a sweep can be retried;
-        // a filesystem upload was renamed into place already). A failure
-        // leaves it to the next start-up's recovery. No store state: a
-        // multipart upload the store completed is not to be aborted.
-        if let Err(e) = self.blobs.delete_upload(id, &[]).await {
+        // it until here, so that a commit refused by a sweep can be
+        // retried). A failure leaves it to the next start-up's recovery.
+        if let Err(e) = self.blobs.upload_recorded(id).await {
             tracing::warn!(upload = id, error = %e, "could not remove upload objects");
         }
         Ok(size)
