@@ -33,9 +33,12 @@ use crate::error::{Error, Result};
 const READ_CHUNK: usize = 256 * 1024;
 /// Write buffer for uploads: fewer, larger write calls.
 const WRITE_BUFFER: usize = 1024 * 1024;
-/// How much of a large upload is handed to the disk at a time while it is
-/// still arriving, so the final fsync has little left to wait for.
-const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
+/// How much of an upload is handed to the disk at a time while it is still
+/// arriving, so the final fsync has little left to wait for. Small enough
+/// that a chunked upload's PATCH (often 5-16 MiB) waits for at most this
+/// much at its end: at 8 MiB, an 8 MiB PATCH handed everything over at
+/// once and then waited for all of it.
+const WRITEBACK_STEP: u64 = 1024 * 1024;
 
 /// Starts (does not wait for) writing a range of `file` to disk. Linux's
 /// `sync_file_range`; elsewhere nothing (the final fsync does it all).
@@ -182,7 +185,20 @@ fn write_upload(
         Some(f) => f,
         None => return Err(Error::UploadUnknown),
     };
-    file.set_len(offset)?;
+    // Cut back only what a failed earlier chunk left: truncating to the
+    // same length is not free (ext4 journals it, about a millisecond a
+    // chunk). A file shorter than the recorded offset lost acknowledged
+    // data to something outside the registry; extending it would fill the
+    // gap with zeros the digest check could no longer see.
+    let on_disk = file.metadata()?.len();
+    if on_disk < offset {
+        return Err(Error::UploadInvalid(format!(
+            "upload holds {on_disk} bytes, {offset} were recorded"
+        )));
+    }
+    if on_disk > offset {
+        file.set_len(offset)?;
+    }
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
     out.seek(SeekFrom::Start(offset))?;
     let mut offset = offset;
@@ -220,8 +236,12 @@ fn undo_append(path: &Path, offset: u64) {
     let undone = if offset == 0 {
         not_found_as_none(fs::remove_file(path)).map(drop)
     } else {
-        not_found_as_none(OpenOptions::new().write(true).open(path))
-            .and_then(|f| f.map_or(Ok(()), |f| f.set_len(offset)))
+        not_found_as_none(OpenOptions::new().write(true).open(path)).and_then(|f| match f {
+            // Only ever shorter: a file that holds less than it should is
+            // not padded with zeros.
+            Some(f) if f.metadata()?.len() > offset => f.set_len(offset),
+            _ => Ok(()),
+        })
     };
     if let Err(e) = undone {
         tracing::debug!(error = %e, path = %path.display(), "cannot undo a failed append");
@@ -780,6 +800,38 @@ mod tests {
             .unwrap();
         assert!(matches!(err, Error::UploadInvalid(_)), "{err:?}");
         assert_eq!(fs::read(store.upload_path("aa")).unwrap(), b"kept");
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_lost_data_is_not_padded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let a = store
+            .append(
+                "ee",
+                0,
+                Hasher::new(Algorithm::Sha256),
+                &[],
+                body(&[b"0123456789"]),
+                u64::MAX,
+            )
+            .await
+            .unwrap();
+        // Something outside the registry cut the file back.
+        let path = store.upload_path("ee");
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4)
+            .unwrap();
+        let err = store
+            .append("ee", a.offset, a.hasher, &[], body(&[b"more"]), u64::MAX)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::UploadInvalid(_)), "{err:?}");
+        assert_eq!(fs::read(&path).unwrap(), b"0123");
     }
 
     fn body_owned(bytes: Vec<u8>) -> ByteStream {
