@@ -7,7 +7,7 @@ use super::cascade::{self, freed_bytes};
 use super::counters::{self, repo_row};
 use super::manifests::{manifest_row, manifests_in, referrers_of};
 use super::refs::{blob_row, link_row, linked_repos};
-use super::{BLOBS, DANGLING, MANIFEST_BODIES, REPOS, TAGS, UNREFERENCED, UPLOADS};
+use super::{BLOBS, BlobRow, DANGLING, MANIFEST_BODIES, REPOS, TAGS, UNREFERENCED, UPLOADS};
 use crate::db::{Reads, Snap, codec, overlay, prefix};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -85,20 +85,24 @@ pub fn manifest(
     }))
 }
 
-/// The size of a blob visible in `repo`.
-pub fn blob_in_repo(r: &impl Reads, repo: &str, digest: &str) -> Result<Option<u64>> {
+/// The row of a blob visible in `repo` (linked there).
+fn linked_blob_row(r: &impl Reads, repo: &str, digest: &str) -> Result<Option<BlobRow>> {
     if link_row(r, repo, digest)?.is_none() {
         return Ok(None);
     }
-    Ok(blob_row(r, digest)?.map(|b| b.size))
+    blob_row(r, digest)
+}
+
+/// The size of a blob visible in `repo`.
+pub fn blob_in_repo(r: &impl Reads, repo: &str, digest: &str) -> Result<Option<u64>> {
+    Ok(linked_blob_row(r, repo, digest)?.map(|b| b.size))
 }
 
 /// The size of a blob visible in `repo` that a manifest references.
 pub fn referenced_blob_in_repo(r: &impl Reads, repo: &str, digest: &str) -> Result<Option<u64>> {
-    if link_row(r, repo, digest)?.is_none() {
-        return Ok(None);
-    }
-    Ok(blob_row(r, digest)?.filter(|b| b.refs > 0).map(|b| b.size))
+    Ok(linked_blob_row(r, repo, digest)?
+        .filter(|b| b.refs > 0)
+        .map(|b| b.size))
 }
 
 pub fn blob_repositories(r: &impl Reads, digest: &str, limit: usize) -> Result<Vec<RepoName>> {

@@ -233,17 +233,17 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
     ) -> Result<u64> {
-        self.put_blob_closing(repo, digest, body, Closes::Nothing)
-            .await
+        self.put_blob_closing(repo, digest, body, None).await
     }
 
-    /// [`Registry::put_blob`], closing the session `closes` in the commit.
+    /// [`Registry::put_blob`], taking the empty session `empty` (if given)
+    /// in the commit.
     pub(super) async fn put_blob_closing(
         &self,
         repo: &RepoName,
         digest: &Digest,
         body: ByteStream,
-        closes: Closes<'_>,
+        empty: Option<&str>,
     ) -> Result<u64> {
         let limits = self.options.limits;
         let small = limits
@@ -251,7 +251,7 @@ impl Registry {
             .min(INLINE_CEILING)
             .min(limits.max_blob_bytes);
         let body = match read_at_most(body, small).await? {
-            Whole(bytes) => return self.put_inline_blob(repo, digest, bytes, closes).await,
+            Whole(bytes) => return self.put_inline_blob(repo, digest, bytes, empty).await,
             Longer(body) => body,
         };
         let id = new_upload_id();
@@ -265,6 +265,7 @@ impl Registry {
             }
         };
         let size = self.blobs.publish(staged, digest).await?;
+        let closes = empty.map_or(Closes::Nothing, Closes::Empty);
         self.record_blob(&pass, repo, digest, size, closes).await?;
         Ok(size)
     }
@@ -275,7 +276,7 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
         bytes: Bytes,
-        closes: Closes<'_>,
+        empty: Option<&str>,
     ) -> Result<u64> {
         let actual = Digest::of(digest.algorithm(), &bytes);
         if actual != *digest {
@@ -286,7 +287,7 @@ impl Registry {
         }
         let pass = self.node.pass(std::slice::from_ref(digest)).await?;
         let (r, d, size) = (repo.to_string(), digest.to_string(), bytes.len() as u64);
-        let (_, empty) = closes.owned();
+        let empty = empty.map(str::to_owned);
         self.fenced_write(&pass, move |tx| {
             take_empty(tx, empty.as_deref())?;
             refs::commit_inline_blob(tx, &r, &d, &bytes)

@@ -238,9 +238,7 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
     ) -> Result<u64> {
-        let stored = self
-            .put_blob_closing(repo, digest, body, Closes::Empty(id))
-            .await;
+        let stored = self.put_blob_closing(repo, digest, body, Some(id)).await;
         match &stored {
             // Not the digest named: the session ends.
             Err(Error::DigestMismatch { .. } | Error::UploadInvalid(_)) => {
