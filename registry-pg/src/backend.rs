@@ -32,6 +32,9 @@ pub struct PgOptions {
     pub wait_timeout: Duration,
     /// Tries of a transaction that meets serialization failures.
     pub attempts: u32,
+    /// Tries a transaction makes alongside other writers before it runs
+    /// alone (see [`PgBackend`]'s `submit`).
+    pub optimistic_attempts: u32,
     /// Rows each running total is spread over.
     pub shards: u8,
     /// Longest a transaction may take from drawing its first id
@@ -52,6 +55,10 @@ impl Default for PgOptions {
             // among them) gets through where 20 tries sometimes did not;
             // well inside max_id_hold.
             attempts: 40,
+            // Not fewer: running alone stops every writer of every node
+            // for the length of one transaction, and a push into a hot
+            // repository commonly needs a few tries.
+            optimistic_attempts: 10,
             // As many as the pool has connections: each running
             // transaction of a node then has a shard of its own.
             shards: 32,
@@ -115,13 +122,6 @@ impl Drop for ShardGuard {
         self.picker.in_use.lock().expect("shards")[self.shard] -= 1;
     }
 }
-
-/// Tries of a transaction before it locks the rows it reads. Not fewer:
-/// a transaction locking what it reads takes row locks on rows every
-/// push only reads (a repository's row), so transactions in that mode
-/// queue on them and deadlock with one another (measured with 32 writers
-/// into one repository: after 3 tries, a few commits went round 40 times).
-const OPTIMISTIC_ATTEMPTS: u32 = 10;
 
 /// What went wrong with a statement.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -252,15 +252,37 @@ impl PgBackend {
     }
 
     /// One try of a job: `None` when it met a serialization conflict.
-    /// With `lock_reads`, every row the job reads is locked until it ends.
-    fn try_once(&self, job: &mut Job, ids: &mut Ids, lock_reads: bool) -> Option<Outcome> {
+    /// `alone`: with every other writer of every node kept out until it
+    /// ends, so it cannot meet one.
+    fn try_once(&self, job: &mut Job, ids: &mut Ids, alone: bool) -> Option<Outcome> {
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Some(gone(e.to_string())),
         };
-        let mut conn = Conn::new(&client, &self.handle);
-        conn.lock_reads = lock_reads;
-        if let Err(e) = conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE") {
+        if !alone {
+            return self.try_on(&client, job, ids);
+        }
+        // Taken before BEGIN, so that the transaction's snapshot (made at
+        // its first statement) already holds every write of the writers
+        // it waited for: with the lock taken inside, it would read past
+        // their commits and conflict with them after all.
+        let conn = Conn::new(&client, &self.handle);
+        if let Err(e) = conn.execute(&sql::lock_writers()) {
+            return Some(gone(e.to_string()));
+        }
+        let outcome = self.try_on(&client, job, ids);
+        let unlocked = conn.execute(&sql::unlock_writers());
+        if unlocked.is_err() {
+            // A connection that may still hold the lock must not go back
+            // to the pool: closed, its session ends and the lock with it.
+            drop(Object::take(client));
+        }
+        outcome
+    }
+
+    fn try_on(&self, client: &Object, job: &mut Job, ids: &mut Ids) -> Option<Outcome> {
+        let conn = Conn::new(client, &self.handle);
+        if let Err(e) = conn.execute(&sql::begin_write()) {
             return Some(gone(e.to_string()));
         }
         let shard = self.shards.take();
@@ -391,13 +413,21 @@ impl Backend for PgBackend {
         self.handle.spawn_blocking(move || {
             let mut pause = Duration::from_millis(2);
             let mut ids = Ids::default();
-            for attempt in 1..=this.backend.options.attempts {
-                // A long transaction (a collection's batch) that keeps losing
-                // to a stream of short ones on hot rows (a repository's
-                // counters) locks what it reads from then on: the short ones
-                // wait for it and are the ones run again.
-                let lock_reads = attempt > OPTIMISTIC_ATTEMPTS;
-                let tried = this.backend.try_once(&mut job, &mut ids, lock_reads);
+            let options = this.backend.options;
+            for attempt in 1..=options.attempts {
+                // A long transaction (a collection's batch) can keep losing
+                // to a stream of short ones: locking the rows it reads did
+                // not save it (PostgreSQL also tracks what it read by index
+                // page, and ranges it scanned hold no row to lock). From
+                // then on it runs alone: short ones wait for it, then run.
+                let alone = attempt > options.optimistic_attempts;
+                if alone && attempt == options.optimistic_attempts + 1 {
+                    tracing::info!(
+                        attempt,
+                        "index transaction keeps conflicting; it runs alone"
+                    );
+                }
+                let tried = this.backend.try_once(&mut job, &mut ids, alone);
                 if let Some(outcome) = tried {
                     (job.finish)(outcome);
                     return;
@@ -461,8 +491,6 @@ struct Conn<'c> {
     client: &'c Object,
     handle: &'c Handle,
     trouble: Cell<Trouble>,
-    /// Reads lock the rows they return (`FOR UPDATE`).
-    lock_reads: bool,
 }
 
 impl<'c> Conn<'c> {
@@ -471,7 +499,6 @@ impl<'c> Conn<'c> {
             client,
             handle,
             trouble: Cell::new(Trouble::None),
-            lock_reads: false,
         }
     }
 
@@ -561,7 +588,7 @@ impl<'c> Conn<'c> {
     }
 
     fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let rows = self.query(&sql::get(table, self.lock_reads), &[&key])?;
+        let rows = self.query(&sql::get(table), &[&key])?;
         Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
@@ -573,7 +600,7 @@ impl<'c> Conn<'c> {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<Pair>> {
-        let text = sql::scan(table, from, to, reverse, self.lock_reads);
+        let text = sql::scan(table, from, to, reverse);
         let limit = limit as i64;
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
         for b in [&from, &to] {

@@ -11,7 +11,9 @@
 //!   statement per table and all of them pipelined in one round trip, then
 //!   COMMIT: a transaction costs its reads plus two round trips.
 //!   A serialization failure or a deadlock runs the closure again (with
-//!   backoff), never reaching the client; a lost connection answers
+//!   backoff), never reaching the client; one that keeps losing runs
+//!   alone, with every other writer of every node held at its start by an
+//!   advisory lock they all take shared. A lost connection answers
 //!   `Unavailable` (503) and turns `health()` red.
 //! - Reads run in a `REPEATABLE READ READ ONLY` transaction: one consistent
 //!   snapshot for all the reads of an operation.

@@ -24,6 +24,29 @@ pub const LATEST: i32 = 2;
 /// migrate one after the other.
 pub const MIGRATION_LOCK: i64 = 0x6265_7274_685f_6d67;
 
+/// A constant for the advisory lock every write transaction holds shared
+/// and one that must not lose again holds exclusive.
+pub const WRITERS_LOCK: i64 = 0x6265_7274_685f_7772;
+
+/// Opens a write transaction; its first statement takes the writers' lock
+/// shared, in the same round trip.
+pub fn begin_write() -> String {
+    format!(
+        "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT pg_advisory_xact_lock_shared({WRITERS_LOCK})"
+    )
+}
+
+/// Takes the writers' lock exclusive for the session: waits for every
+/// write transaction running, and keeps new ones waiting, until
+/// [`unlock_writers`].
+pub fn lock_writers() -> String {
+    format!("SELECT pg_advisory_lock({WRITERS_LOCK})")
+}
+
+pub fn unlock_writers() -> String {
+    format!("SELECT pg_advisory_unlock({WRITERS_LOCK})")
+}
+
 pub fn table(name: &str) -> String {
     format!("berth_{name}")
 }
@@ -61,15 +84,9 @@ pub fn create_tables(tables: &[&str]) -> Vec<String> {
 pub const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS berth_schema (\
      version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())";
 
-/// `FOR UPDATE` when reads lock the rows they return.
-fn locking(lock: bool) -> &'static str {
-    if lock { " FOR UPDATE" } else { "" }
-}
-
 /// The text of a range scan over `t` with the given bounds (the bound
-/// values are the parameters `$1` and `$2`, in that order, as present),
-/// locking the rows it returns with `lock`.
-pub fn scan(t: &str, from: Bound<&[u8]>, to: Bound<&[u8]>, reverse: bool, lock: bool) -> String {
+/// values are the parameters `$1` and `$2`, in that order, as present).
+pub fn scan(t: &str, from: Bound<&[u8]>, to: Bound<&[u8]>, reverse: bool) -> String {
     let mut conds = Vec::new();
     let mut n = 0;
     let mut cond = |op: &str| {
@@ -91,16 +108,15 @@ pub fn scan(t: &str, from: Bound<&[u8]>, to: Bound<&[u8]>, reverse: bool, lock: 
         false => format!(" WHERE {}", conds.join(" AND ")),
     };
     format!(
-        "SELECT k, v FROM {}{filter} ORDER BY k {} LIMIT ${}{}",
+        "SELECT k, v FROM {}{filter} ORDER BY k {} LIMIT ${}",
         table(t),
         if reverse { "DESC" } else { "ASC" },
         n + 1,
-        locking(lock)
     )
 }
 
-pub fn get(t: &str, lock: bool) -> String {
-    format!("SELECT v FROM {} WHERE k = $1{}", table(t), locking(lock))
+pub fn get(t: &str) -> String {
+    format!("SELECT v FROM {} WHERE k = $1", table(t))
 }
 
 pub fn upsert(t: &str) -> String {
@@ -125,23 +141,17 @@ mod tests {
 
     #[test]
     fn scans_number_their_parameters() {
-        let s = scan(
-            "tags",
-            Bound::Excluded(b"a"),
-            Bound::Excluded(b"b"),
-            false,
-            false,
-        );
+        let s = scan("tags", Bound::Excluded(b"a"), Bound::Excluded(b"b"), false);
         assert_eq!(
             s,
             "SELECT k, v FROM berth_tags WHERE k > $1 AND k < $2 ORDER BY k ASC LIMIT $3"
         );
-        let s = scan("tags", Bound::Unbounded, Bound::Included(b"b"), true, true);
+        let s = scan("tags", Bound::Unbounded, Bound::Included(b"b"), true);
         assert_eq!(
             s,
-            "SELECT k, v FROM berth_tags WHERE k <= $1 ORDER BY k DESC LIMIT $2 FOR UPDATE"
+            "SELECT k, v FROM berth_tags WHERE k <= $1 ORDER BY k DESC LIMIT $2"
         );
-        let s = scan("t", Bound::Unbounded, Bound::Unbounded, false, false);
+        let s = scan("t", Bound::Unbounded, Bound::Unbounded, false);
         assert_eq!(s, "SELECT k, v FROM berth_t ORDER BY k ASC LIMIT $1");
     }
 }
