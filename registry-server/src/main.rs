@@ -238,7 +238,34 @@ pub(crate) fn init_logging(format: LogFormat) {
     }
 }
 
+/// Tells glibc's allocator to keep memory it frees for reuse. By default
+/// it maps allocations over a threshold (128 KiB, raised as it sees them
+/// freed) straight from the kernel and gives the heap's free top back
+/// past twice that; request bodies arrive in buffers of a few hundred KiB
+/// that are freed as soon as they are written, so each new buffer was
+/// memory the kernel had to fault in and zero again: ~87,000 page faults
+/// a second, all in the socket read, while two chunked 64 MiB pushes ran.
+/// With these limits the server takes a few hundred over a whole run, and
+/// chunked pushes ran 9% faster (monolithic ones the same); the price is
+/// that the heap stays at its high-water mark, up to 128 MiB of free top
+/// per arena, instead of shrinking back between bursts. Two `mallopt`
+/// calls rather than another allocator crate: that would add a C build,
+/// and its purge timers hand pages back the same way.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only sets allocator parameters, and this runs first
+    // in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 fn main() -> anyhow::Result<()> {
+    keep_freed_memory();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
