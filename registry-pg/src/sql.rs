@@ -64,21 +64,40 @@ pub fn migration(version: i32, tables: &[&str]) -> Vec<String> {
     }
 }
 
+/// The sharded counters: every write transaction updates one row of each
+/// it touches, and their few rows share one leaf page of the primary key's
+/// index, on which every transaction that read any shard holds a predicate
+/// lock. An update that cannot stay on its heap page (a HOT update) adds
+/// an entry to that index page and so conflicts with all of them; heap
+/// pages kept four-fifths empty leave room for HOT updates. Measured with
+/// berth-bench push-image at 8 workers on one node, builds alternated over
+/// 4 rounds: retries per image pushed from 3.9 to 2.9, images/s +13%
+/// (medians).
+const COUNTER_FILLFACTOR: &[(&str, u8)] = &[
+    (registry_core::model::TOTALS.name, 20),
+    (registry_core::model::REPO_COUNTS.name, 20),
+];
+
 /// Creates each of `tables` (and its sequence) that does not exist yet:
 /// run at every start too, so a table the model adds needs no migration.
+/// Storage settings are applied at every start as well (they change no
+/// row, and affect only pages written from then on).
 pub fn create_tables(tables: &[&str]) -> Vec<String> {
-    tables
-        .iter()
-        .flat_map(|t| {
-            [
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {} (k bytea PRIMARY KEY, v bytea NOT NULL)",
-                    table(t)
-                ),
-                format!("CREATE SEQUENCE IF NOT EXISTS {}", sequence(t)),
-            ]
-        })
-        .collect()
+    let mut out = Vec::new();
+    for t in tables {
+        out.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} (k bytea PRIMARY KEY, v bytea NOT NULL)",
+            table(t)
+        ));
+        out.push(format!("CREATE SEQUENCE IF NOT EXISTS {}", sequence(t)));
+        if let Some((_, fill)) = COUNTER_FILLFACTOR.iter().find(|(name, _)| name == t) {
+            out.push(format!(
+                "ALTER TABLE {} SET (fillfactor = {fill})",
+                table(t)
+            ));
+        }
+    }
+    out
 }
 
 pub const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS berth_schema (\
@@ -138,6 +157,22 @@ pub fn next_id(t: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_tables_leave_room_on_their_pages() {
+        let tables = ["blobs", "totals", "repo_counts"];
+        let alters: Vec<String> = create_tables(&tables)
+            .into_iter()
+            .filter(|s| s.starts_with("ALTER"))
+            .collect();
+        assert_eq!(
+            alters,
+            [
+                "ALTER TABLE berth_totals SET (fillfactor = 20)",
+                "ALTER TABLE berth_repo_counts SET (fillfactor = 20)"
+            ]
+        );
+    }
 
     #[test]
     fn scans_number_their_parameters() {
