@@ -50,10 +50,9 @@ impl Default for PgOptions {
             pool_size: 32,
             connect_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(10),
-            // With the pause doubling to 200 ms, about 8 s of trying: a
-            // hot repository under many writers (or a collection's batch
-            // among them) gets through where 20 tries sometimes did not;
-            // well inside max_id_hold.
+            // From the eleventh try a transaction runs alone, where no
+            // other writer can conflict with it: the tries after that are
+            // a margin, not a wait for luck.
             attempts: 40,
             // Not fewer: running alone stops every writer of every node
             // for the length of one transaction, and a push into a hot
