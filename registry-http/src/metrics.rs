@@ -26,26 +26,41 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub received_bytes: IntCounter,
     pub sent_bytes: IntCounter,
+    storage: StorageGauges,
+    gc: GcMetrics,
+    index: IndexMetrics,
+    store: StoreMetrics,
+    filesystem: FilesystemGauges,
+    pub(crate) hooks: HookMetrics,
+}
+
+/// What the index's running totals say, refreshed at scrape time.
+struct StorageGauges {
     uploads: IntGauge,
     repositories: IntGauge,
     manifests: IntGauge,
     tags: IntGauge,
     blobs: IntGauge,
     blob_bytes: IntGauge,
-    gc_runs: IntCounterVec,
-    gc_run_duration: Histogram,
-    gc_fence_duration: Histogram,
-    gc_fenced_writes: IntCounterVec,
-    gc_deleted: IntCounterVec,
-    gc_freed_bytes: IntCounter,
-    gc_reclaimable_bytes: IntGauge,
-    gc_reclaimable_blobs: IntGauge,
-    index_commit_duration: Histogram,
-    index_commit_writes: Histogram,
-    index_retries: IntCounter,
-    store: StoreMetrics,
-    filesystem: FilesystemGauges,
-    pub(crate) hooks: HookMetrics,
+    reclaimable_bytes: IntGauge,
+    reclaimable_blobs: IntGauge,
+}
+
+/// Collection runs and their write fences.
+struct GcMetrics {
+    runs: IntCounterVec,
+    run_duration: Histogram,
+    fence_duration: Histogram,
+    fenced_writes: IntCounterVec,
+    deleted: IntCounterVec,
+    freed_bytes: IntCounter,
+}
+
+/// Index commits and the transactions run again.
+struct IndexMetrics {
+    commit_duration: Histogram,
+    commit_writes: Histogram,
+    retries: IntCounter,
 }
 
 /// The filesystems the store writes to, by `store` (`blobs`, `index`),
@@ -71,139 +86,173 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T
     c
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
-        let r = Registry::new();
-        let counter =
-            |name: &str, help: &str| register(&r, IntCounter::new(name, help).expect("metric"));
-        let gauge =
-            |name: &str, help: &str| register(&r, IntGauge::new(name, help).expect("metric"));
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(
-                &r,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("metric"),
-            )
-        };
-        let by_store = |name: &str, help: &str| {
-            register(
-                &r,
-                IntGaugeVec::new(Opts::new(name, help), &["store"]).expect("metric"),
-            )
-        };
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            register(
-                &r,
-                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                    .expect("metric"),
-            )
-        };
-        Metrics {
-            store: StoreMetrics::new(&r, latency_buckets()),
-            hooks: HookMetrics::new(&r),
-            requests: counter_vec(
-                "berth_http_requests_total",
-                "HTTP requests answered, by method, route kind and status.",
-                &["method", "route", "status"],
-            ),
-            request_duration: register(
-                &r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "berth_http_request_duration_seconds",
-                        "Time to answer a request (until the response headers), by route kind.",
-                    )
-                    .buckets(latency_buckets()),
-                    &["route"],
-                )
-                .expect("metric"),
-            ),
-            received_bytes: counter(
-                "berth_http_received_bytes_total",
-                "Request body bytes received.",
-            ),
-            sent_bytes: counter("berth_http_sent_bytes_total", "Response body bytes sent."),
-            uploads: gauge("berth_uploads_in_progress", "Open blob upload sessions."),
-            repositories: gauge(
+/// Makes metrics registered on one registry.
+struct Maker<'a>(&'a Registry);
+
+impl Maker<'_> {
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        register(self.0, IntCounter::new(name, help).expect("metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        register(self.0, IntGauge::new(name, help).expect("metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
+        register(self.0, c)
+    }
+
+    fn by_store(&self, name: &str, help: &str) -> IntGaugeVec {
+        let g = IntGaugeVec::new(Opts::new(name, help), &["store"]).expect("metric");
+        register(self.0, g)
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        register(self.0, Histogram::with_opts(opts).expect("metric"))
+    }
+}
+
+impl StorageGauges {
+    fn new(m: &Maker<'_>) -> StorageGauges {
+        StorageGauges {
+            uploads: m.gauge("berth_uploads_in_progress", "Open blob upload sessions."),
+            repositories: m.gauge(
                 "berth_storage_repositories",
                 "Repositories holding anything.",
             ),
-            manifests: gauge(
+            manifests: m.gauge(
                 "berth_storage_manifests",
                 "Manifests stored (per repository).",
             ),
-            tags: gauge("berth_storage_tags", "Tags."),
-            blobs: gauge("berth_storage_blobs", "Blobs stored."),
-            blob_bytes: gauge("berth_storage_blob_bytes", "Bytes of blobs stored."),
-            gc_runs: counter_vec(
+            tags: m.gauge("berth_storage_tags", "Tags."),
+            blobs: m.gauge("berth_storage_blobs", "Blobs stored."),
+            blob_bytes: m.gauge("berth_storage_blob_bytes", "Bytes of blobs stored."),
+            reclaimable_bytes: m.gauge(
+                "berth_gc_reclaimable_bytes",
+                "Bytes of blobs nothing references now (collected once their grace period is over).",
+            ),
+            reclaimable_blobs: m.gauge(
+                "berth_gc_reclaimable_blobs",
+                "Blobs nothing references now.",
+            ),
+        }
+    }
+}
+
+impl GcMetrics {
+    fn new(m: &Maker<'_>) -> GcMetrics {
+        GcMetrics {
+            runs: m.counter_vec(
                 "berth_gc_runs_total",
                 "Garbage collection runs finished, by outcome and whether they were dry runs.",
                 &["outcome", "dry_run"],
             ),
-            gc_run_duration: histogram(
+            run_duration: m.histogram(
                 "berth_gc_run_duration_seconds",
                 "Duration of garbage collection runs.",
                 latency_buckets(),
             ),
-            gc_fence_duration: histogram(
+            fence_duration: m.histogram(
                 "berth_gc_fence_duration_seconds",
                 "How long each garbage collection write fence was closed.",
                 latency_buckets(),
             ),
-            gc_fenced_writes: counter_vec(
+            fenced_writes: m.counter_vec(
                 "berth_gc_fenced_writes_total",
                 "Writes that met a closed fence: waited (then went through) or refused (503).",
                 &["result"],
             ),
-            gc_deleted: counter_vec(
+            deleted: m.counter_vec(
                 "berth_gc_deleted_total",
                 "Items deleted by garbage collection, by kind (blob, manifest, upload).",
                 &["kind"],
             ),
-            gc_freed_bytes: counter(
+            freed_bytes: m.counter(
                 "berth_gc_freed_bytes_total",
                 "Blob bytes freed by garbage collection.",
             ),
-            gc_reclaimable_bytes: gauge(
-                "berth_gc_reclaimable_bytes",
-                "Bytes of blobs nothing references now (collected once their grace period is over).",
-            ),
-            gc_reclaimable_blobs: gauge(
-                "berth_gc_reclaimable_blobs",
-                "Blobs nothing references now.",
-            ),
-            index_commit_duration: histogram(
+        }
+    }
+}
+
+impl IndexMetrics {
+    fn new(m: &Maker<'_>) -> IndexMetrics {
+        IndexMetrics {
+            commit_duration: m.histogram(
                 "berth_index_commit_duration_seconds",
                 "Duration of index group commits (including the fsync).",
                 latency_buckets(),
             ),
-            index_commit_writes: histogram(
+            commit_writes: m.histogram(
                 "berth_index_commit_writes",
                 "Writes carried by one index group commit.",
                 vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
             ),
-            index_retries: counter(
+            retries: m.counter(
                 "berth_index_retries_total",
                 "Index transactions run again after a conflict with a concurrent one \
                  (serialization failures and deadlocks; PostgreSQL).",
             ),
-            filesystem: FilesystemGauges {
-                free_bytes: by_store(
-                    "berth_filesystem_free_bytes",
-                    "Bytes free (for unprivileged use) on the filesystem a store writes to.",
-                ),
-                size_bytes: by_store(
-                    "berth_filesystem_size_bytes",
-                    "Size of the filesystem a store writes to.",
-                ),
-                free_inodes: by_store(
-                    "berth_filesystem_free_inodes",
-                    "Inodes free on the filesystem a store writes to (0 where it has no limit).",
-                ),
-                min_free_bytes: by_store(
-                    "berth_filesystem_min_free_bytes",
-                    "The low-water mark: pushes are refused (507) below this many free bytes.",
-                ),
-            },
+        }
+    }
+}
+
+impl FilesystemGauges {
+    fn new(m: &Maker<'_>) -> FilesystemGauges {
+        FilesystemGauges {
+            free_bytes: m.by_store(
+                "berth_filesystem_free_bytes",
+                "Bytes free (for unprivileged use) on the filesystem a store writes to.",
+            ),
+            size_bytes: m.by_store(
+                "berth_filesystem_size_bytes",
+                "Size of the filesystem a store writes to.",
+            ),
+            free_inodes: m.by_store(
+                "berth_filesystem_free_inodes",
+                "Inodes free on the filesystem a store writes to (0 where it has no limit).",
+            ),
+            min_free_bytes: m.by_store(
+                "berth_filesystem_min_free_bytes",
+                "The low-water mark: pushes are refused (507) below this many free bytes.",
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let m = Maker(&r);
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "berth_http_request_duration_seconds",
+                "Time to answer a request (until the response headers), by route kind.",
+            )
+            .buckets(latency_buckets()),
+            &["route"],
+        )
+        .expect("metric");
+        Metrics {
+            store: StoreMetrics::new(&r, latency_buckets()),
+            hooks: HookMetrics::new(&r),
+            requests: m.counter_vec(
+                "berth_http_requests_total",
+                "HTTP requests answered, by method, route kind and status.",
+                &["method", "route", "status"],
+            ),
+            request_duration: register(&r, request_duration),
+            received_bytes: m.counter(
+                "berth_http_received_bytes_total",
+                "Request body bytes received.",
+            ),
+            sent_bytes: m.counter("berth_http_sent_bytes_total", "Response body bytes sent."),
+            storage: StorageGauges::new(&m),
+            gc: GcMetrics::new(&m),
+            index: IndexMetrics::new(&m),
+            filesystem: FilesystemGauges::new(&m),
             registry: r,
         }
     }
@@ -224,14 +273,15 @@ impl Metrics {
     pub async fn render(&self, registry: &Store) -> Result<String> {
         let t = registry.totals().await?;
         let set = |g: &IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        set(&self.uploads, registry.open_uploads().await?);
-        set(&self.repositories, t.repositories);
-        set(&self.manifests, t.manifests);
-        set(&self.tags, t.tags);
-        set(&self.blobs, t.blobs);
-        set(&self.blob_bytes, t.blob_bytes);
-        set(&self.gc_reclaimable_bytes, t.unreferenced_bytes);
-        set(&self.gc_reclaimable_blobs, t.unreferenced_blobs);
+        let s = &self.storage;
+        set(&s.uploads, registry.open_uploads().await?);
+        set(&s.repositories, t.repositories);
+        set(&s.manifests, t.manifests);
+        set(&s.tags, t.tags);
+        set(&s.blobs, t.blobs);
+        set(&s.blob_bytes, t.blob_bytes);
+        set(&s.reclaimable_bytes, t.unreferenced_bytes);
+        set(&s.reclaimable_blobs, t.unreferenced_blobs);
         let g = &self.filesystem;
         for f in registry.filesystems().await {
             let store = [f.store];
@@ -262,21 +312,21 @@ impl Default for Metrics {
 
 impl Observer for Metrics {
     fn index_commit(&self, took: Duration, writes: usize) {
-        self.index_commit_duration.observe(took.as_secs_f64());
-        self.index_commit_writes.observe(writes as f64);
+        self.index.commit_duration.observe(took.as_secs_f64());
+        self.index.commit_writes.observe(writes as f64);
     }
 
     fn index_retry(&self) {
-        self.index_retries.inc();
+        self.index.retries.inc();
     }
 
     fn fence_closed(&self, took: Duration) {
-        self.gc_fence_duration.observe(took.as_secs_f64());
+        self.gc.fence_duration.observe(took.as_secs_f64());
     }
 
     fn write_fenced(&self, refused: bool) {
         let result = if refused { "refused" } else { "waited" };
-        self.gc_fenced_writes.with_label_values(&[result]).inc();
+        self.gc.fenced_writes.with_label_values(&[result]).inc();
     }
 
     fn store_request(&self, kind: &'static str, outcome: &'static str, took: Duration) {
@@ -295,21 +345,25 @@ impl GcObserver for Metrics {
         } else {
             "failed"
         };
-        self.gc_runs
+        self.gc
+            .runs
             .with_label_values(&[outcome, if r.dry_run { "true" } else { "false" }])
             .inc();
-        self.gc_run_duration.observe(r.duration_ms as f64 / 1000.0);
+        self.gc.run_duration.observe(r.duration_ms as f64 / 1000.0);
         if !r.dry_run {
-            self.gc_deleted
+            self.gc
+                .deleted
                 .with_label_values(&["blob"])
                 .inc_by(r.blobs_deleted);
-            self.gc_deleted
+            self.gc
+                .deleted
                 .with_label_values(&["manifest"])
                 .inc_by(r.manifests_deleted);
-            self.gc_deleted
+            self.gc
+                .deleted
                 .with_label_values(&["upload"])
                 .inc_by(r.uploads_deleted);
-            self.gc_freed_bytes.inc_by(r.bytes_freed);
+            self.gc.freed_bytes.inc_by(r.bytes_freed);
         }
     }
 }
