@@ -327,14 +327,7 @@ impl Ui {
     async fn get(&self, v: &Viewer, path: &str, q: &Query) -> Response<Body> {
         let f = self.frame(v);
         if path == "/ui/" {
-            return match self.repositories(v, q).await {
-                Ok((repos, next)) => self.page(
-                    v,
-                    StatusCode::OK,
-                    pages::repositories(&f, q.get("q").unwrap_or(""), &repos, next.as_deref()),
-                ),
-                Err(e) => self.error_page(v, e),
-            };
+            return self.home(v, q).await;
         }
         if path == "/ui/login" {
             return self.page(v, StatusCode::OK, pages::login(&f, None));
@@ -347,28 +340,7 @@ impl Ui {
             if !admin {
                 return self.forbidden(v, "The activity log is for administrators");
             }
-            let repo = q.get("repository").unwrap_or("").to_owned();
-            let action = q.get("action").unwrap_or("").to_owned();
-            let query = ActivityQuery {
-                repository: (!repo.is_empty()).then(|| repo.clone()),
-                action: (!action.is_empty()).then(|| action.clone()),
-                since_ms: None,
-                before: q.get("cursor").and_then(|c| c.parse().ok()),
-                limit: PAGE,
-            };
-            return match self.registry.activity_log(&query).await {
-                Ok(entries) => {
-                    let next = (entries.len() == PAGE)
-                        .then(|| entries.last().map(|e| e.id))
-                        .flatten();
-                    self.page(
-                        v,
-                        StatusCode::OK,
-                        pages::activity(&f, &repo, &action, &entries, next),
-                    )
-                }
-                Err(e) => self.error_page(v, e),
-            };
+            return self.activity_page(v, q).await;
         }
         if path == "/ui/gc" {
             if !admin {
@@ -389,28 +361,78 @@ impl Ui {
             if !admin {
                 return self.forbidden(v, "Garbage collection is for administrators");
             }
-            let run = match id.parse::<u64>() {
-                Ok(id) => self.collector.run(id).await.ok().flatten(),
-                Err(_) => None,
-            };
-            return match run {
-                Some(r) => self.page(v, StatusCode::OK, pages::gc_run(&f, &r)),
-                None => self.page(
-                    v,
-                    StatusCode::NOT_FOUND,
-                    pages::message(
-                        &f,
-                        "No such run",
-                        "That garbage collection run is not in the history.",
-                    ),
-                ),
-            };
+            return self.gc_run_page(v, id).await;
         }
         self.page(
             v,
             StatusCode::NOT_FOUND,
             pages::message(&f, "Not found", "There is no such page."),
         )
+    }
+
+    /// The repositories page.
+    async fn home(&self, v: &Viewer, q: &Query) -> Response<Body> {
+        match self.repositories(v, q).await {
+            Ok((repos, next)) => self.page(
+                v,
+                StatusCode::OK,
+                pages::repositories(
+                    &self.frame(v),
+                    q.get("q").unwrap_or(""),
+                    &repos,
+                    next.as_deref(),
+                ),
+            ),
+            Err(e) => self.error_page(v, e),
+        }
+    }
+
+    /// A page of the activity log, filtered as `q` asks (administrators).
+    async fn activity_page(&self, v: &Viewer, q: &Query) -> Response<Body> {
+        let f = self.frame(v);
+        let repo = q.get("repository").unwrap_or("").to_owned();
+        let action = q.get("action").unwrap_or("").to_owned();
+        let query = ActivityQuery {
+            repository: (!repo.is_empty()).then(|| repo.clone()),
+            action: (!action.is_empty()).then(|| action.clone()),
+            since_ms: None,
+            before: q.get("cursor").and_then(|c| c.parse().ok()),
+            limit: PAGE,
+        };
+        match self.registry.activity_log(&query).await {
+            Ok(entries) => {
+                let next = (entries.len() == PAGE)
+                    .then(|| entries.last().map(|e| e.id))
+                    .flatten();
+                self.page(
+                    v,
+                    StatusCode::OK,
+                    pages::activity(&f, &repo, &action, &entries, next),
+                )
+            }
+            Err(e) => self.error_page(v, e),
+        }
+    }
+
+    /// One collection run from the history (administrators).
+    async fn gc_run_page(&self, v: &Viewer, id: &str) -> Response<Body> {
+        let f = self.frame(v);
+        let run = match id.parse::<u64>() {
+            Ok(id) => self.collector.run(id).await.ok().flatten(),
+            Err(_) => None,
+        };
+        match run {
+            Some(r) => self.page(v, StatusCode::OK, pages::gc_run(&f, &r)),
+            None => self.page(
+                v,
+                StatusCode::NOT_FOUND,
+                pages::message(
+                    &f,
+                    "No such run",
+                    "That garbage collection run is not in the history.",
+                ),
+            ),
+        }
     }
 
     /// A page of repositories the viewer may pull, names containing `q`.
