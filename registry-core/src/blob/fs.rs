@@ -586,6 +586,21 @@ mod tests {
         Box::pin(futures::stream::iter(items))
     }
 
+    /// An upload's first chunk, hashed with SHA-256, without a size limit.
+    async fn first_append(store: &FsBlobStore, id: &str, parts: &[&'static [u8]]) -> Appended {
+        store
+            .append(
+                id,
+                0,
+                Hasher::new(Algorithm::Sha256),
+                &[],
+                body(parts),
+                u64::MAX,
+            )
+            .await
+            .unwrap()
+    }
+
     async fn collect(s: ByteStream) -> Vec<u8> {
         let mut out = Vec::new();
         let mut s = s;
@@ -599,17 +614,7 @@ mod tests {
     async fn upload_commit_read() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        let a = store
-            .append(
-                "ab",
-                0,
-                Hasher::new(Algorithm::Sha256),
-                &[],
-                body(&[b"hello ", b"wor"]),
-                u64::MAX,
-            )
-            .await
-            .unwrap();
+        let a = first_append(&store, "ab", &[b"hello ", b"wor"]).await;
         assert_eq!(a.offset, 9);
         // a failed chunk leaves garbage past the offset; the next append drops it
         fs::OpenOptions::new()
@@ -649,17 +654,7 @@ mod tests {
     async fn mismatch_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        let a = store
-            .append(
-                "cd",
-                0,
-                Hasher::new(Algorithm::Sha256),
-                &[],
-                body(&[b"data"]),
-                u64::MAX,
-            )
-            .await
-            .unwrap();
+        let a = first_append(&store, "cd", &[b"data"]).await;
         let wrong = Digest::sha256_of(b"other");
         let err = store
             .commit_upload("cd", a.offset, a.hasher, &[], &wrong)
@@ -674,17 +669,7 @@ mod tests {
     async fn sha512_rehashes_and_limits_apply() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        let a = store
-            .append(
-                "ef",
-                0,
-                Hasher::new(Algorithm::Sha256),
-                &[],
-                body(&[b"abc"]),
-                u64::MAX,
-            )
-            .await
-            .unwrap();
+        let a = first_append(&store, "ef", &[b"abc"]).await;
         let d = Digest::of(Algorithm::Sha512, b"abc");
         store
             .commit_upload("ef", a.offset, a.hasher, &[], &d)
@@ -806,17 +791,7 @@ mod tests {
     async fn an_upload_that_lost_data_is_not_padded() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        let a = store
-            .append(
-                "ee",
-                0,
-                Hasher::new(Algorithm::Sha256),
-                &[],
-                body(&[b"0123456789"]),
-                u64::MAX,
-            )
-            .await
-            .unwrap();
+        let a = first_append(&store, "ee", &[b"0123456789"]).await;
         // Something outside the registry cut the file back.
         let path = store.upload_path("ee");
         File::options()
